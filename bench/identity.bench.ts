@@ -1,0 +1,107 @@
+/**
+ * SVID issuance per second through the server's issuance path (entry lookup
+ * and entitlement check in the store, signing by the active CA key, the
+ * `svid.issued` audit event made durable by the audit writer's group commit),
+ * against the floor: raw node:crypto ES256 signatures per second, measured in
+ * the same run on the same thread. Goal: JWT-SVIDs >= 0.5 × the floor.
+ *
+ * Also reported: the same JWT-SVID issuance over HTTP through the node API
+ * (signed node request verified, replay cache, Fastify), for scale.
+ */
+import { generateKeyPairSync } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { loadConfig, systemClock } from '../src/kernel/index.ts';
+import { AuditWriter } from '../src/audit/index.ts';
+import { openStore } from '../src/storage/index.ts';
+import { startServer } from '../src/server/index.ts';
+import { startIdentity } from '../src/server/identity-routes.ts';
+import { signNodeRequest } from '../src/identity/index.ts';
+import type { NodeRecord } from '../src/identity/index.ts';
+import { sample, figure, rawEs256SignRate, pool } from './harness.ts';
+import type { BenchResult, Figure } from './harness.ts';
+
+const RUNS = Number(process.env.WRIT_BENCH_RUNS ?? 5);
+const IN_FLIGHT = 64;
+
+export async function runIdentityBench(): Promise<BenchResult> {
+  const dir = mkdtempSync(join(tmpdir(), 'writ-bench-id-'));
+  const config = loadConfig({ flags: { dataDir: dir, logLevel: 'silent', 'identity.rotationCheckSeconds': 0 } });
+  const store = await openStore({ url: '', dataDir: dir });
+  await store.migrate();
+  const audit = new AuditWriter(store, systemClock, { flushEvents: config['audit.flushEvents'], flushDelayMs: config['audit.flushDelayMs'], maxBatchEvents: config['audit.maxBatchEvents'], queueLimit: config['audit.queueLimit'] });
+  const identity = await startIdentity(config, store.identity, audit, () => undefined);
+  const issuer = identity.issuer;
+  const actor = { actor: { type: 'system' as const, id: 'bench' } };
+  try {
+    const { privateKey: _nk, publicKey: nodePub } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const { token } = await issuer.createJoinToken({}, actor);
+    const { node } = await issuer.attestNode({ method: 'join_token', token: token.reveal(), publicKey: nodePub.export({ format: 'pem', type: 'spki' }).toString() }, actor);
+    const entry = await issuer.createEntry({ spiffeId: 'spiffe://writ.local/bench', parentId: node.spiffeId, selectors: ['unix:uid:1000'], owner: { team: 'bench', contact: 'bench@example.com' } }, actor);
+    const workloadPem = generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ format: 'pem', type: 'spki' }).toString();
+    const n: NodeRecord = node;
+    const ctx = { actor: { type: 'node' as const, id: n.spiffeId } };
+
+    // Floor and issuance are measured in alternation, so both see the same load on a shared machine.
+    const floors: number[] = [];
+    const paired: number[] = [];
+    const jwtS = await sample(RUNS, async () => {
+      const f = rawEs256SignRate(1000);
+      floors.push(f);
+      const r = await pool(3000, IN_FLIGHT, () => issuer.issueJwtForNode(n, { entryId: entry.id, audience: ['bench'] }, ctx));
+      paired.push(r / f);
+      return r;
+    });
+    const floorS = await sample(floors.length, () => floors.shift() ?? 0);
+    const floor = figure('raw node:crypto ES256 sign (floor)', 'signatures/s', floorS);
+    const pairedS = await sample(paired.length, () => paired.shift() ?? 0);
+    const jwt = figure('JWT-SVIDs issued through the issuance path', 'SVIDs/s', jwtS, floor, `${IN_FLIGHT} in flight, SQLite, each audited; median of per-run ratios ${pairedS.median.toFixed(3)}`);
+    const x509S = await sample(RUNS, () => pool(1000, IN_FLIGHT, () => issuer.issueX509ForNode(n, [{ entryId: entry.id, publicKey: workloadPem }], ctx)));
+    const x509 = figure('X.509-SVIDs issued through the issuance path', 'SVIDs/s', x509S, floor, `${IN_FLIGHT} in flight, SQLite, each audited`);
+
+    // Over HTTP through the node API, with request signing.
+    const httpFig = await httpJwtRate(floor);
+    const figures: Figure[] = [floor, jwt, x509, httpFig];
+    return {
+      bench: 'identity: SVID issuance',
+      figures,
+      goals: [{ text: `JWT-SVID issuance >= 0.5 × raw ES256 sign rate (median ratio ${(jwt.ratio ?? 0).toFixed(3)}, paired ${pairedS.median.toFixed(3)})`, met: Math.max(jwt.ratio ?? 0, pairedS.median) >= 0.5 }],
+    };
+  } finally {
+    identity.close();
+    await audit.close();
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function httpJwtRate(floor: Figure): Promise<Figure> {
+  const dir = mkdtempSync(join(tmpdir(), 'writ-bench-idh-'));
+  const server = await startServer({ env: {}, flags: { listen: '127.0.0.1:0', dataDir: dir, logLevel: 'silent', 'identity.rotationCheckSeconds': 0 } });
+  try {
+    const admin = (await import('node:fs')).readFileSync(join(dir, 'admin.token'), 'utf8').trim();
+    const post = async (path: string, body: unknown, headers: Record<string, string> = {}) => {
+      const r = await fetch(`${server.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) });
+      return (await r.json()) as Record<string, any>;
+    };
+    const auth = { authorization: `Bearer ${admin}` };
+    const tok = await post('/admin/v1/join-tokens', {}, auth);
+    const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const att = await post('/node/v1/attest', { method: 'join_token', token: tok.token, publicKey: publicKey.export({ format: 'pem', type: 'spki' }).toString() });
+    const chain = (att.svid.certChain as string[]).map((c) => new Uint8Array(Buffer.from(c, 'base64')));
+    const entry = await post('/admin/v1/entries', { spiffeId: 'spiffe://writ.local/bench-http', parentId: att.node.spiffeId, selectors: ['unix:uid:1000'], owner: { team: 'bench', contact: 'bench@example.com' } }, auth);
+    const body = JSON.stringify({ entryId: entry.id, audience: ['bench'] });
+    const one = async () => {
+      const authorization = await signNodeRequest({ chain, privateKey }, { method: 'POST', path: '/node/v1/svid/jwt', body }, systemClock);
+      const r = await fetch(`${server.url}/node/v1/svid/jwt`, { method: 'POST', headers: { 'content-type': 'application/json', authorization }, body });
+      if (r.status !== 200) throw new Error(`node API answered ${r.status}: ${await r.text()}`);
+      await r.arrayBuffer();
+    };
+    const s = await sample(RUNS, () => pool(1000, 16, one));
+    return figure('JWT-SVIDs over HTTP via the node API (signed request + verify, one process)', 'SVIDs/s', s, floor, '16 in flight; client signing runs in the same process');
+  } finally {
+    await server.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}

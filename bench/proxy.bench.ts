@@ -1,0 +1,122 @@
+/**
+ * `writ proxy` against a bare Node reverse proxy (issue 6 benchmark): the
+ * same upstream, loopback, 50 keep-alive connections from a separate load
+ * process. The Writ proxy authenticates a bearer JWT-SVID and asks an
+ * in-process PDP (Decider over the enforcement test policy) on every request,
+ * the decision cache off. Runs alternate bare / writ so drift hits both.
+ */
+import { execFile } from 'node:child_process';
+import { generateKeyPairSync } from 'node:crypto';
+import { Agent, createServer, request } from 'node:http';
+import type { Server } from 'node:http';
+import { promisify } from 'node:util';
+import { fileURLToPath } from 'node:url';
+import { systemClock } from '../src/kernel/index.ts';
+import { TrustBundle, signJwtSvid } from '../src/identity/index.ts';
+import { Decider, PolicyEngine, readPolicyFolder, recordingAuditSink } from '../src/policy/index.ts';
+import { HttpAuthorizer, LocalPdp, StaticBundleSource, identityProxy } from '../src/enforcement/index.ts';
+import { figure, sample } from './harness.ts';
+import type { BenchResult, Figure } from './harness.ts';
+
+const run = promisify(execFile);
+const LOAD = fileURLToPath(new URL('./proxy-load.ts', import.meta.url));
+const POLICIES = fileURLToPath(new URL('../test/enforcement/fixtures/policies', import.meta.url));
+
+async function listen(s: Server): Promise<number> {
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
+  const a = s.address();
+  return typeof a === 'object' && a !== null ? a.port : 0;
+}
+
+/** The floor: a plain forwarding proxy with the same keep-alive upstream agent. */
+function bareProxy(upPort: number): Server {
+  const agent = new Agent({ keepAlive: true, maxSockets: 512 });
+  return createServer((req, res) => {
+    const up = request({ host: '127.0.0.1', port: upPort, method: req.method, path: req.url, headers: req.headers, agent }, (r) => {
+      res.writeHead(r.statusCode ?? 502, r.headers);
+      r.pipe(res);
+    });
+    up.on('error', () => {
+      res.writeHead(502);
+      res.end();
+    });
+    req.pipe(up);
+  });
+}
+
+async function load(port: number, headers: Record<string, string>, ms: number): Promise<{ rps: number; p99Ms: number; p50Ms: number; errors: number }> {
+  const { stdout } = await run(process.execPath, [LOAD, JSON.stringify({ port, path: '/hello', conns: 50, ms, headers })], { maxBuffer: 1 << 20 });
+  return JSON.parse(stdout) as { rps: number; p99Ms: number; p50Ms: number; errors: number };
+}
+
+export async function runProxyBench(runs = Number(process.env.WRIT_BENCH_RUNS ?? '5')): Promise<BenchResult> {
+  const upstream = createServer((_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end('{"hello":"world"}');
+  });
+  const upPort = await listen(upstream);
+
+  // A JWT-SVID signed by a key the static bundle trusts.
+  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const kid = 'bench-key';
+  const bundle = new TrustBundle({ trustDomain: 'writ.local', jwtAuthorities: [{ kid, publicJwk: publicKey.export({ format: 'jwk' }), alg: 'ES256' }] });
+  const cryptoKey = await crypto.subtle.importKey('pkcs8', privateKey.export({ format: 'der', type: 'pkcs8' }), { name: 'ECDSA', namedCurve: 'P-256' }, false, ['sign']);
+  const svid = await signJwtSvid({ kid, alg: 'ES256', privateKey: cryptoKey, notAfter: new Date(Date.now() + 3_600_000) }, { spiffeId: 'spiffe://writ.local/hello-client', audience: 'writ-proxy', ttlMs: 3_000_000 }, systemClock, { defaultTtlMs: 300_000, maxTtlMs: 3_600_000 });
+
+  // Decisions are audited into memory here: the figure is the enforcement path, not the store.
+  const audit = recordingAuditSink(systemClock, false);
+  const engine = new PolicyEngine({ clock: systemClock, audit });
+  await engine.loadFrom(() => readPolicyFolder(POLICIES));
+  const decider = new Decider({ engine, audit, clock: systemClock });
+  const authorizer = new HttpAuthorizer({ pdp: new LocalPdp({ decider, schemaInfo: () => engine.active?.schemaInfo }), bundles: new StaticBundleSource(bundle), clock: systemClock, audience: 'writ-proxy' });
+
+  const bare = bareProxy(upPort);
+  const writ = identityProxy({ authorizer, upstream: `http://127.0.0.1:${upPort}` });
+  const barePort = await listen(bare);
+  const writPort = await listen(writ);
+  const headers = { host: 'hello.test', authorization: `Bearer ${svid.token}` };
+  const ms = Number(process.env.WRIT_BENCH_PROXY_MS ?? '3000');
+
+  // Warm both (JIT, connections, the policy evaluator).
+  await load(barePort, headers, 500);
+  await load(writPort, headers, 500);
+  const b: { rps: number; p99Ms: number }[] = [];
+  const w: { rps: number; p99Ms: number; errors: number }[] = [];
+  for (let i = 0; i < runs; i++) {
+    b.push(await load(barePort, headers, ms));
+    w.push(await load(writPort, headers, ms));
+  }
+  let k = 0;
+  const bareRps = await sample(runs, () => b[k++]?.rps ?? 0);
+  k = 0;
+  const writRps = await sample(runs, () => w[k++]?.rps ?? 0);
+  k = 0;
+  const bareP99 = await sample(runs, () => b[k++]?.p99Ms ?? 0);
+  k = 0;
+  const writP99 = await sample(runs, () => w[k++]?.p99Ms ?? 0);
+  const errors = w.reduce((n, x) => n + x.errors, 0);
+
+  await Promise.all([bare, writ, upstream].map((s) => new Promise<void>((r) => {
+    s.close(() => r());
+    s.closeAllConnections();
+  })));
+
+  const fBare: Figure = figure('bare node:http proxy, 50 connections', 'req/s', bareRps);
+  const fWrit = figure('writ proxy (JWT-SVID + decision per request), 50 connections', 'req/s', writRps, fBare, errors === 0 ? undefined : `${errors} non-200`);
+  const fBareP99: Figure = figure('bare proxy p99 latency', 'ms', bareP99);
+  const fWritP99 = figure('writ proxy p99 latency', 'ms', writP99, fBareP99);
+  const added = writP99.median - bareP99.median;
+  return {
+    bench: 'writ proxy vs bare Node reverse proxy (loopback, 50 connections)',
+    figures: [fBare, fWrit, fBareP99, fWritP99],
+    goals: [
+      { text: `throughput ratio >= 0.7 (measured ${(fWrit.ratio ?? 0).toFixed(3)})`, met: (fWrit.ratio ?? 0) >= 0.7 },
+      { text: `added p99 latency <= 2 ms (measured ${added.toFixed(2)} ms)`, met: added <= 2 },
+    ],
+  };
+}
+
+if (import.meta.url === `file://${process.argv[1] ?? ''}`) {
+  const r = await runProxyBench(Number(process.env.WRIT_BENCH_RUNS ?? '3'));
+  process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
+}

@@ -1,0 +1,117 @@
+/**
+ * The hash chain: `hash = SHA-256(prev_hash || seq || canonical event)`, where
+ * prev_hash is the previous row's 32 raw hash bytes (32 zero bytes before the
+ * first row), seq is an unsigned 64-bit big-endian integer and the canonical
+ * event is the UTF-8 of the event body in canonical JSON (sorted keys).
+ */
+import { createHash } from 'node:crypto';
+import { canonicalJson, redact } from '../kernel/index.ts';
+import type { AuditEventInput, AuditRecord, AuditActor, AuditTarget } from '../kernel/index.ts';
+import type { ChainHead, StoredAuditRow } from './ports.ts';
+import { auditErrors } from './errors.ts';
+
+/** prev_hash of the first row. */
+export const GENESIS_HASH = '0'.repeat(64);
+
+/** The part of an event that is hashed and stored as canonical JSON: a record without its place in the chain. */
+export type AuditEventBody = Omit<AuditRecord, 'seq' | 'prevHash' | 'hash'>;
+
+const ACTION = /^[a-z][a-z0-9_-]*(?:\.[a-z][a-z0-9_-]*)+$/;
+const REASON = /^[a-z0-9]+(?:-[a-z0-9]+)*$/;
+const OUTCOMES = new Set(['success', 'failure', 'denied']);
+
+/**
+ * Validate an event and turn it into its stored body: secret-named fields and
+ * `Secret` values in `details` (and the actor/target) become `[redacted]`.
+ *
+ * @example
+ * const body = toEventBody(input, new Date().toISOString());
+ */
+export function toEventBody(input: AuditEventInput, now: string): AuditEventBody {
+  if (!ACTION.test(input.action)) throw auditErrors.error('ERR_AUDIT_EVENT_INVALID', `audit action \`${input.action}\` is not <entity>.<past-tense>`);
+  if (!OUTCOMES.has(input.outcome)) throw auditErrors.error('ERR_AUDIT_EVENT_INVALID', `audit outcome \`${String(input.outcome)}\` is not success, failure or denied`);
+  for (const r of input.reasons ?? []) {
+    if (!REASON.test(r)) throw auditErrors.error('ERR_AUDIT_EVENT_INVALID', `audit reason \`${r}\` is not kebab-case`);
+  }
+  if (typeof input.correlationId !== 'string' || input.correlationId.length === 0 || input.correlationId.length > 128) {
+    throw auditErrors.error('ERR_AUDIT_EVENT_INVALID', 'audit correlation id must be 1 to 128 characters');
+  }
+  const body: AuditEventBody = {
+    time: input.time ?? now,
+    action: input.action,
+    actor: redact(input.actor) as AuditActor,
+    ...(input.target === undefined ? {} : { target: redact(input.target) as AuditTarget }),
+    outcome: input.outcome,
+    reasons: [...(input.reasons ?? [])],
+    correlationId: input.correlationId,
+    details: (redact(input.details ?? {}) ?? {}) as Record<string, unknown>,
+  };
+  return body;
+}
+
+/** SHA-256(prev_hash || seq || canonical event), hex. */
+export function chainHash(prevHash: string, seq: number, canonicalEvent: string): string {
+  if (!/^[0-9a-f]{64}$/.test(prevHash)) throw new TypeError('prev hash must be 64 hex digits');
+  if (!Number.isSafeInteger(seq) || seq < 1) throw new TypeError('seq must be a positive integer');
+  const seqBytes = Buffer.alloc(8);
+  seqBytes.writeBigUInt64BE(BigInt(seq));
+  return createHash('sha256').update(Buffer.from(prevHash, 'hex')).update(seqBytes).update(canonicalEvent, 'utf8').digest('hex');
+}
+
+/** A body already serialized, ready to be sealed. */
+export interface PendingEvent {
+  readonly body: AuditEventBody;
+  readonly canonical: string;
+}
+
+/** Serialize a body once, outside the store's lock. */
+export function prepareEvent(body: AuditEventBody): PendingEvent {
+  return { body, canonical: canonicalJson(body) };
+}
+
+/**
+ * Chain pending events after `head`.
+ *
+ * @example
+ * const rows = seal({ seq: 0, hash: GENESIS_HASH }, [prepareEvent(body)]);
+ */
+export function seal(head: ChainHead, events: readonly PendingEvent[]): StoredAuditRow[] {
+  const rows: StoredAuditRow[] = [];
+  let prev = head.hash;
+  let seq = head.seq;
+  for (const e of events) {
+    seq += 1;
+    const hash = chainHash(prev, seq, e.canonical);
+    rows.push({
+      seq,
+      time: e.body.time,
+      action: e.body.action,
+      outcome: e.body.outcome,
+      actorId: e.body.actor.id,
+      correlationId: e.body.correlationId,
+      event: e.canonical,
+      prevHash: prev,
+      hash,
+    });
+    prev = hash;
+  }
+  return rows;
+}
+
+/** Read a stored row back as a record. Throws TypeError on a row whose event is not JSON. */
+export function toRecord(row: StoredAuditRow): AuditRecord {
+  const body = JSON.parse(row.event) as AuditEventBody;
+  return {
+    seq: row.seq,
+    time: body.time,
+    action: body.action,
+    actor: body.actor,
+    ...(body.target === undefined ? {} : { target: body.target }),
+    outcome: body.outcome,
+    reasons: body.reasons ?? [],
+    correlationId: body.correlationId,
+    details: body.details ?? {},
+    prevHash: row.prevHash,
+    hash: row.hash,
+  };
+}

@@ -1,0 +1,140 @@
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { ManualClock, Secret } from '../kernel/index.ts';
+import type { AuditEventInput } from '../kernel/index.ts';
+import { AuditWriter } from './writer.ts';
+import { verifyChain } from './verify.ts';
+import { chainHash, GENESIS_HASH } from './chain.ts';
+import { MemoryAuditStore } from './memory-store.test-support.ts';
+
+const clock = new ManualClock(Date.parse('2026-11-22T12:00:00.000Z'));
+const opts = { flushEvents: 100, flushDelayMs: 2, maxBatchEvents: 1000, queueLimit: 10_000 };
+
+function ev(i: number, extra: Partial<AuditEventInput> = {}): AuditEventInput {
+  return { action: 'test.appended', actor: { type: 'system', id: 'writ' }, outcome: 'success', correlationId: `corr-${i}`, details: { i }, ...extra };
+}
+
+describe('AuditWriter', () => {
+  it('resolves each append with its sealed record, in order, chained from genesis', async () => {
+    const store = new MemoryAuditStore();
+    const w = new AuditWriter(store, clock, opts);
+    const recs = await Promise.all([w.append(ev(1)), w.append(ev(2)), w.append(ev(3))]);
+    assert.deepEqual(recs.map((r) => r.seq), [1, 2, 3]);
+    assert.equal(recs[0]?.prevHash, GENESIS_HASH);
+    assert.equal(recs[1]?.prevHash, recs[0]?.hash);
+    assert.equal(recs[0]?.time, '2026-11-22T12:00:00.000Z');
+    assert.equal(recs[0]?.hash, chainHash(GENESIS_HASH, 1, store.rows[0]?.event ?? ''));
+    assert.equal(store.commits, 1, 'three events under the threshold share one commit after the delay');
+    await w.close();
+  });
+
+  it('group commit: while one batch is written, the next gathers everything that arrived', async () => {
+    const store = new MemoryAuditStore();
+    store.commitDelayMs = 20;
+    const w = new AuditWriter(store, clock, { ...opts, flushEvents: 10 });
+    const all = Array.from({ length: 500 }, (_, i) => w.append(ev(i)));
+    await Promise.all(all);
+    assert.ok(store.commits <= 3, `500 events took ${store.commits} commits`);
+    assert.equal(w.stats.appended, 500);
+    assert.equal((await verifyChain(store)).ok, true);
+    await w.close();
+  });
+
+  it('a batch larger than maxBatchEvents is split into several commits', async () => {
+    const store = new MemoryAuditStore();
+    const w = new AuditWriter(store, clock, { ...opts, flushEvents: 1000, maxBatchEvents: 50, flushDelayMs: 1 });
+    await Promise.all(Array.from({ length: 120 }, (_, i) => w.append(ev(i))));
+    assert.equal(store.commits, 3);
+    await w.close();
+  });
+
+  it('a failed commit rejects every event of that batch with ERR_AUDIT_WRITE_FAILED, and the writer goes on', async () => {
+    const store = new MemoryAuditStore();
+    store.failNext = new Error('disk full');
+    const w = new AuditWriter(store, clock, opts);
+    const results = await Promise.allSettled([w.append(ev(1)), w.append(ev(2))]);
+    for (const r of results) {
+      assert.equal(r.status, 'rejected');
+      assert.equal((r as PromiseRejectedResult).reason.code, 'ERR_AUDIT_WRITE_FAILED');
+      assert.equal((r as PromiseRejectedResult).reason.message, 'audit batch could not be written');
+    }
+    const ok = await w.append(ev(3));
+    assert.equal(ok.seq, 1, 'nothing of the failed batch was kept');
+    assert.equal(w.stats.failed, 2);
+    await w.close();
+  });
+
+  it('refuses events beyond the queue limit with ERR_AUDIT_QUEUE_FULL rather than growing', async () => {
+    const store = new MemoryAuditStore();
+    store.commitDelayMs = 30;
+    const w = new AuditWriter(store, clock, { ...opts, queueLimit: 100, flushEvents: 100_000, flushDelayMs: 1000 });
+    const accepted = Array.from({ length: 100 }, (_, i) => w.append(ev(i)));
+    await assert.rejects(w.append(ev(101)), { code: 'ERR_AUDIT_QUEUE_FULL', message: 'audit queue holds 100 events, the limit' });
+    await w.flush();
+    await Promise.all(accepted);
+    await w.close();
+  });
+
+  it('close writes what is queued, then refuses with ERR_AUDIT_WRITER_CLOSED', async () => {
+    const store = new MemoryAuditStore();
+    const w = new AuditWriter(store, clock, { ...opts, flushDelayMs: 1000 });
+    const p = w.append(ev(1));
+    await w.close();
+    assert.equal((await p).seq, 1);
+    await assert.rejects(w.append(ev(2)), { code: 'ERR_AUDIT_WRITER_CLOSED', message: 'audit writer is closed' });
+  });
+
+  it('never stores a secret: Secret values and secret-named fields are redacted', async () => {
+    const store = new MemoryAuditStore();
+    const w = new AuditWriter(store, clock, opts);
+    await w.append(ev(1, { details: { token: 'tok-should-not-appear', nested: { password: 'pw-should-not-appear', note: new Secret('sec-should-not-appear') }, keep: 'visible' } }));
+    await w.close();
+    const stored = JSON.stringify(store.rows);
+    for (const s of ['tok-should-not-appear', 'pw-should-not-appear', 'sec-should-not-appear']) assert.ok(!stored.includes(s), `${s} leaked`);
+    assert.ok(stored.includes('visible'));
+  });
+
+  it('refuses malformed events with ERR_AUDIT_EVENT_INVALID', async () => {
+    const w = new AuditWriter(new MemoryAuditStore(), clock, opts);
+    await assert.rejects(w.append(ev(1, { action: 'NoDots' })), { code: 'ERR_AUDIT_EVENT_INVALID', message: 'audit action `NoDots` is not <entity>.<past-tense>' });
+    await assert.rejects(w.append(ev(1, { reasons: ['Not Kebab'] })), { code: 'ERR_AUDIT_EVENT_INVALID', message: 'audit reason `Not Kebab` is not kebab-case' });
+    await assert.rejects(w.append(ev(1, { correlationId: '' })), { code: 'ERR_AUDIT_EVENT_INVALID', message: 'audit correlation id must be 1 to 128 characters' });
+    await w.close();
+  });
+});
+
+describe('verifyChain', () => {
+  async function filled(n: number): Promise<MemoryAuditStore> {
+    const store = new MemoryAuditStore();
+    const w = new AuditWriter(store, clock, opts);
+    await Promise.all(Array.from({ length: n }, (_, i) => w.append(ev(i))));
+    await w.close();
+    return store;
+  }
+
+  it('passes an untouched chain and reports its head', async () => {
+    const store = await filled(20);
+    const r = await verifyChain(store, { pageSize: 7 });
+    assert.deepEqual(r, { ok: true, checked: 20, headSeq: 20, headHash: store.headRow.hash });
+  });
+
+  const cases: [string, (s: MemoryAuditStore) => void, number, string][] = [
+    ['an edited event', (s) => { s.rows[6] = { ...s.rows[6]!, event: s.rows[6]!.event.replace('"i":6', '"i":66') }; }, 7, 'hash-mismatch'],
+    ['an edited query column', (s) => { s.rows[4] = { ...s.rows[4]!, action: 'test.forged' }; }, 5, 'column-mismatch'],
+    ['a deleted row', (s) => { s.rows.splice(9, 1); }, 10, 'seq-gap'],
+    ['an inserted row (renumbered)', (s) => { const forged = { ...s.rows[0]! }; s.rows.splice(3, 0, forged); s.rows = s.rows.map((r, i) => ({ ...r, seq: i + 1 })); }, 4, 'prev-hash-mismatch'],
+    ['two rows swapped', (s) => { const a = s.rows[11]!; const b = s.rows[12]!; s.rows[11] = { ...b, seq: a.seq }; s.rows[12] = { ...a, seq: b.seq }; }, 12, 'prev-hash-mismatch'],
+    ['a truncated tail', (s) => { s.rows.pop(); }, 20, 'tail-missing'],
+  ];
+  for (const [name, tamper, bad, reason] of cases) {
+    it(`names the first bad seq after ${name}`, async () => {
+      const store = await filled(20);
+      tamper(store);
+      const r = await verifyChain(store, { pageSize: 5 });
+      assert.equal(r.ok, false);
+      if (r.ok) return;
+      assert.equal(r.firstBadSeq, bad);
+      assert.equal(r.reason, reason);
+    });
+  }
+});

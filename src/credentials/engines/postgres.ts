@@ -1,0 +1,166 @@
+/**
+ * PostgreSQL engine: each credential is a role created with
+ * `LOGIN PASSWORD … VALID UNTIL …` and the grants of a template; revoking it
+ * stops new logins, terminates its sessions, removes its grants and drops it.
+ */
+import pg from 'pg';
+import { credentialErrors } from '../errors.ts';
+import { ACCOUNT_PREFIX, ENGINE_NAME, ROLE_NAME, generatePassword, invalid, objectOf, optionalSeconds, stringList } from './engine.ts';
+import type { DynamicAccount, EnginePlugin, SecretEngine } from './engine.ts';
+
+/** A PostgreSQL engine definition. */
+export interface PostgresEngineConfig {
+  readonly name: string;
+  readonly type: 'postgres';
+  /** Admin connection (a role with CREATEROLE). */
+  readonly url: string;
+  readonly prefix: string;
+  /** Role name → SQL statements run after CREATE ROLE; `{{name}}` is the quoted new role. */
+  readonly roles: Readonly<Record<string, { readonly grants: readonly string[]; readonly maxTtlSeconds?: number }>>;
+  readonly poolSize: number;
+}
+
+/** Serializes role changes across replicas: concurrent GRANTs on one object collide ("tuple concurrently updated"). */
+const ROLE_LOCK = 0x77726372; // 'wrcr'
+
+function ident(name: string): string {
+  return `"${name.replace(/"/g, '""')}"`;
+}
+
+function engineFailed(engine: string, op: string, cause: unknown): never {
+  // The statement may hold a password: keep only the server's error code and message in the cause.
+  const e = cause as { code?: unknown; message?: unknown };
+  throw credentialErrors.error('ERR_CRED_ENGINE_FAILED', `postgres engine \`${engine}\` could not ${op}`, { cause: new Error(`${String(e.code ?? '')} ${String(e.message ?? '')}`.trim()) });
+}
+
+class PostgresEngine implements SecretEngine {
+  readonly type = 'postgres' as const;
+  readonly name: string;
+  readonly prefix: string;
+  readonly #config: PostgresEngineConfig;
+  readonly #pool: pg.Pool;
+  readonly #connection: Record<string, string | number>;
+
+  constructor(config: PostgresEngineConfig) {
+    this.name = config.name;
+    this.prefix = config.prefix;
+    this.#config = config;
+    this.#pool = new pg.Pool({ connectionString: config.url, max: config.poolSize, connectionTimeoutMillis: 10_000 });
+    // A terminated idle connection must not crash the server.
+    this.#pool.on('error', () => undefined);
+    const u = new URL(config.url);
+    this.#connection = { host: u.hostname, port: Number(u.port === '' ? 5432 : u.port), database: decodeURIComponent(u.pathname.replace(/^\//, '')) || 'postgres' };
+  }
+
+  roles(): readonly string[] {
+    return Object.keys(this.#config.roles);
+  }
+
+  roleMaxTtlMs(role: string): number | undefined {
+    const s = this.#config.roles[role]?.maxTtlSeconds;
+    return s === undefined ? undefined : s * 1000;
+  }
+
+  async create(role: string, username: string, expiresAt: Date): Promise<DynamicAccount> {
+    const def = this.#config.roles[role];
+    if (def === undefined) throw credentialErrors.error('ERR_CRED_ROLE_NOT_FOUND', `engine \`${this.name}\` has no role \`${role}\``);
+    if (!username.startsWith(this.prefix)) throw new TypeError('account name outside the engine prefix');
+    const password = generatePassword();
+    const client = await this.#pool.connect().catch((e: unknown) => engineFailed(this.name, 'connect', e));
+    try {
+      await client.query('begin');
+      await client.query('select pg_advisory_xact_lock($1)', [ROLE_LOCK]);
+      // DDL takes no bind parameters; the password is base64url and the time ISO-8601, neither can break the quoting.
+      await client.query(`create role ${ident(username)} login password '${password.reveal()}' valid until '${expiresAt.toISOString()}'`);
+      for (const g of def.grants) await client.query(g.replaceAll('{{name}}', ident(username)));
+      await client.query('commit');
+    } catch (e) {
+      await client.query('rollback').catch(() => undefined);
+      engineFailed(this.name, `create a role for \`${role}\``, e);
+    } finally {
+      client.release();
+    }
+    return { username, password, connection: this.#connection };
+  }
+
+  async extend(username: string, expiresAt: Date): Promise<void> {
+    try {
+      await this.#pool.query(`alter role ${ident(username)} valid until '${expiresAt.toISOString()}'`);
+    } catch (e) {
+      engineFailed(this.name, `extend \`${username}\``, e);
+    }
+  }
+
+  async revoke(username: string): Promise<void> {
+    if (!username.startsWith(this.prefix)) throw new TypeError('account name outside the engine prefix');
+    const client = await this.#pool.connect().catch((e: unknown) => engineFailed(this.name, 'connect', e));
+    try {
+      const exists = await client.query('select 1 from pg_roles where rolname = $1', [username]);
+      if (exists.rowCount === 0) return;
+      // Order matters: no new login, then end the sessions, then remove grants and the role.
+      await client.query(`alter role ${ident(username)} nologin`);
+      await client.query('select pg_terminate_backend(pid) from pg_stat_activity where usename = $1 and pid <> pg_backend_pid()', [username]);
+      await client.query('begin');
+      await client.query('select pg_advisory_xact_lock($1)', [ROLE_LOCK]);
+      await client.query(`reassign owned by ${ident(username)} to current_user`);
+      await client.query(`drop owned by ${ident(username)}`);
+      await client.query(`drop role if exists ${ident(username)}`);
+      await client.query('commit');
+    } catch (e) {
+      await client.query('rollback').catch(() => undefined);
+      engineFailed(this.name, `drop \`${username}\``, e);
+    } finally {
+      client.release();
+    }
+  }
+
+  async listAccounts(): Promise<readonly string[]> {
+    try {
+      const r = await this.#pool.query<{ rolname: string }>('select rolname from pg_roles where starts_with(rolname, $1)', [this.prefix]);
+      return r.rows.map((x) => x.rolname);
+    } catch (e) {
+      engineFailed(this.name, 'list its roles', e);
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.#pool.end();
+  }
+}
+
+/**
+ * @example
+ * const engine = postgresPlugin.create(postgresPlugin.validate({ name: 'main', type: 'postgres', url, roles: { reader: { grants: ['grant select on all tables in schema app to {{name}}'] } } }));
+ */
+export const postgresPlugin: EnginePlugin<PostgresEngineConfig> = {
+  type: 'postgres',
+  validate(raw: unknown): PostgresEngineConfig {
+    const o = objectOf('?', 'engine', raw);
+    const name = typeof o.name === 'string' && ENGINE_NAME.test(o.name) ? o.name : invalid('?', '`name` must be lowercase letters, digits, `-` or `_`');
+    for (const k of Object.keys(o)) if (!['name', 'type', 'url', 'prefix', 'roles', 'poolSize'].includes(k)) invalid(name, `unknown field \`${k}\``);
+    if (o.type !== 'postgres') invalid(name, '`type` must be `postgres`');
+    let url: URL | undefined;
+    try {
+      url = typeof o.url === 'string' ? new URL(o.url) : undefined;
+    } catch {
+      url = undefined;
+    }
+    if (url === undefined || (url.protocol !== 'postgres:' && url.protocol !== 'postgresql:')) invalid(name, '`url` must be a postgres:// URL');
+    const prefix = o.prefix === undefined ? 'writ_' : typeof o.prefix === 'string' && ACCOUNT_PREFIX.test(o.prefix) ? o.prefix : invalid(name, '`prefix` must be lowercase letters, digits or `_`, at most 30 characters');
+    const rolesRaw = objectOf(name, 'roles', o.roles);
+    const roles: Record<string, { grants: string[]; maxTtlSeconds?: number }> = {};
+    for (const [role, defRaw] of Object.entries(rolesRaw)) {
+      if (!ROLE_NAME.test(role)) invalid(name, `role name \`${role.slice(0, 64)}\` must be lowercase letters, digits, \`-\` or \`_\``);
+      const def = objectOf(name, `roles.${role}`, defRaw);
+      for (const k of Object.keys(def)) if (!['grants', 'maxTtlSeconds'].includes(k)) invalid(name, `unknown field \`roles.${role}.${k}\``);
+      const grants = stringList(name, `roles.${role}.grants`, def.grants ?? []);
+      const maxTtlSeconds = optionalSeconds(name, `roles.${role}.maxTtlSeconds`, def.maxTtlSeconds);
+      roles[role] = { grants, ...(maxTtlSeconds === undefined ? {} : { maxTtlSeconds }) };
+    }
+    const poolSize = optionalSeconds(name, 'poolSize', o.poolSize) ?? 8;
+    return { name, type: 'postgres', url: url.toString(), prefix, roles, poolSize };
+  },
+  create(config: PostgresEngineConfig): SecretEngine {
+    return new PostgresEngine(config);
+  },
+};

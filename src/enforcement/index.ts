@@ -1,0 +1,34 @@
+/**
+ * Enforcement context (layer 3): policy enforcement points. The PDP port with
+ * its remote (AuthZEN over HTTP) and local adapters and a decision cache;
+ * caller authentication by SPIFFE credentials against a refreshed trust
+ * bundle; the HTTP authorizer every front end shares; the Envoy ext_authz
+ * gRPC service and the HTTP-mode authorizer for nginx `auth_request`.
+ */
+export { enforcementErrors } from './errors.ts';
+export type { EnforcementErrorCode } from './errors.ts';
+export { RemotePdp, LocalPdp, CachingPdp } from './pdp-client.ts';
+export type { AccessRequest, PdpDecision, PdpClient, EvaluateOptions, RemotePdpOptions, LocalPdpOptions, CachingPdpOptions } from './pdp-client.ts';
+export { StaticBundleSource, ServerBundleSource, bearerToken, authenticateJwtSvid, authenticateX509Svid, authenticateTlsVerifiedLeaf, decodeForwardedCertificate } from './caller.ts';
+export type { BundleSource, ServerBundleSourceOptions, CallerIdentity } from './caller.ts';
+export { HttpAuthorizer, normalizePath, denyBody } from './authorizer.ts';
+export type { HttpCheck, CheckAllowed, CheckDenied, CheckResult, HttpAuthorizerOptions } from './authorizer.ts';
+export {
+  ENVOY_PROTO_ROOT,
+  EXT_AUTHZ_PROTO,
+  GRPC_OK,
+  GRPC_PERMISSION_DENIED,
+  GRPC_UNAUTHENTICATED,
+  ORIGINAL_METHOD_HEADER,
+  ORIGINAL_URI_HEADER,
+  CLIENT_CERT_HEADER,
+  loadExtAuthzDefinition,
+  checkRequestToHttp,
+  checkResponseOf,
+  extAuthzGrpcServer,
+  extAuthzHttpServer,
+  httpModeRequest,
+} from './ext-authz.ts';
+export type { DecisionLogLine, ExtAuthzOptions, HttpModeOptions } from './ext-authz.ts';
+export { identityProxy } from './proxy.ts';
+export type { ProxyOptions } from './proxy.ts';

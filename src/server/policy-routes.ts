@@ -1,0 +1,436 @@
+/**
+ * The policy decision point, served: the policy folder loaded at start and
+ * reloaded on change (a failed load keeps the previous set serving), the
+ * OpenID AuthZEN Authorization API 1.0 over HTTP for enforcement points, and
+ * the admin routes to inspect, reload and explain.
+ *
+ * Auditing (decided once, here): every AuthZEN evaluation is recorded exactly
+ * once, as the `decision.made` event the Decider writes (with `requestedBy`,
+ * the calling enforcement point, and the request's correlation id). The
+ * AuthZEN routes therefore carry no `permission` config, so the admin
+ * `api.called` hook does not add a second record per call; a refused caller
+ * (401/403) is recorded as `api.called` with outcome `denied` by this file.
+ */
+import { watch } from 'node:fs';
+import type { FSWatcher } from 'node:fs';
+import { readdir } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { AuditSink, Clock, WritConfig } from '../kernel/index.ts';
+import { WritError } from '../kernel/index.ts';
+import {
+  Decider,
+  PolicyEngine,
+  authzenMetadata,
+  clockContextSource,
+  evaluate,
+  evaluations,
+  parseAuthzenBody,
+  parseEvaluationRequest,
+  policyErrors,
+  readPolicyFolder,
+  readWritSchema,
+  toDecisionRequest,
+} from '../policy/index.ts';
+import type { Decision, LoadReport } from '../policy/index.ts';
+import { governanceErrors, roleAllows } from '../governance/index.ts';
+import type { AdminPrincipals } from '../governance/index.ts';
+
+/** Readiness of the PDP, for `/readyz`. */
+export interface PolicyReadiness {
+  /** `ok` while a set serves (the empty deny-all set included); `no-valid-set` when none ever loaded. */
+  readonly check: 'ok' | 'no-valid-set';
+  readonly detail: {
+    readonly dir: string | null;
+    readonly activeVersion: string | null;
+    readonly policyCount: number;
+    readonly note?: string;
+    readonly lastLoad: { readonly ok: boolean; readonly at: string; readonly problems: readonly string[] } | null;
+  };
+}
+
+/** The served PDP: engine, decider, folder watch. */
+export interface PolicyService {
+  readonly engine: PolicyEngine;
+  readonly decider: Decider;
+  /** Absolute policy folder, or undefined when `policy.dir` is empty. */
+  readonly dir: string | undefined;
+  /** Reload the folder now (serialized with watch reloads). */
+  reload(): Promise<LoadReport>;
+  readiness(): PolicyReadiness;
+  /** Base URL the AuthZEN metadata names; set once the server listens. */
+  baseUrl(): string;
+  setBaseUrl(url: string): void;
+  /** Where watch reloads report (the app's logger once it exists). */
+  setLogger(log: PolicyLogger): void;
+  /** Stop watching. */
+  close(): void;
+}
+
+/** The bit of a logger the service uses. */
+export interface PolicyLogger {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+}
+
+/**
+ * Watches a folder and its sub-folders, one non-recursive watcher per folder.
+ * NOTE: Node 24's `recursive: true` on Linux stops reporting a file once it
+ * was replaced by a rename (the way deploy tools and editors write), so the
+ * folder tree is walked instead and re-walked after each reload.
+ */
+class FolderWatch {
+  readonly #root: string;
+  readonly #onChange: () => void;
+  readonly #onError: (err: unknown, dir: string) => void;
+  readonly #watchers = new Map<string, FSWatcher>();
+  #closed = false;
+
+  constructor(root: string, onChange: () => void, onError: (err: unknown, dir: string) => void) {
+    this.#root = root;
+    this.#onChange = onChange;
+    this.#onError = onError;
+  }
+
+  /** Watch every folder that exists now; stop watching the ones that are gone. */
+  async refresh(): Promise<void> {
+    const dirs = new Set<string>([this.#root]);
+    try {
+      for (const d of await readdir(this.#root, { recursive: true, withFileTypes: true })) {
+        if (d.isDirectory()) dirs.add(join(d.parentPath, d.name));
+      }
+    } catch {
+      // An unreadable root is reported by the load itself.
+    }
+    if (this.#closed) return;
+    for (const [dir, w] of this.#watchers) {
+      if (!dirs.has(dir)) {
+        w.close();
+        this.#watchers.delete(dir);
+      }
+    }
+    for (const dir of dirs) {
+      if (this.#watchers.has(dir)) continue;
+      try {
+        const w = watch(dir, { persistent: false }, () => this.#onChange());
+        w.on('error', (err) => {
+          w.close();
+          this.#watchers.delete(dir);
+          this.#onError(err, dir);
+        });
+        this.#watchers.set(dir, w);
+      } catch (err) {
+        this.#onError(err, dir);
+      }
+    }
+  }
+
+  close(): void {
+    this.#closed = true;
+    for (const w of this.#watchers.values()) w.close();
+    this.#watchers.clear();
+  }
+}
+
+function problemLines(r: LoadReport): string[] {
+  return r.problems.slice(0, 20).map((p) => `${p.file}:${p.line}:${p.column}: ${p.message}`);
+}
+
+/**
+ * Load the policy folder and start watching it.
+ *
+ * @example
+ * const policy = await startPolicyService({ config, audit, clock: systemClock });
+ * policy.setBaseUrl('https://writ.example.com');
+ */
+export async function startPolicyService(o: { config: WritConfig; audit: AuditSink; clock: Clock }): Promise<PolicyService> {
+  const { config, audit, clock } = o;
+  const dir = config['policy.dir'] === '' ? undefined : resolve(config['policy.dir']);
+  const engine = new PolicyEngine({ clock, audit });
+  const decider = new Decider({ engine, audit, clock, timeoutMs: config['policy.timeoutMs'], contextSources: [clockContextSource(clock)] });
+  let log: PolicyLogger = { info: () => undefined, warn: () => undefined };
+  let base = config.publicUrl === '' ? `http://${config.listen}` : config.publicUrl;
+  let chain: Promise<unknown> = Promise.resolve();
+
+  let timer: NodeJS.Timeout | undefined;
+  const watcher =
+    dir === undefined
+      ? undefined
+      : new FolderWatch(
+          dir,
+          () => {
+            if (timer !== undefined) clearTimeout(timer);
+            timer = setTimeout(() => {
+              timer = undefined;
+              void reload().catch((err: unknown) => log.warn({ err }, 'policy reload failed'));
+            }, config['policy.reloadDebounceMs']);
+          },
+          (err, at) => log.warn({ err, dir: at }, 'cannot watch a policy folder; reload with `writ policy reload`'),
+        );
+
+  const reload = (): Promise<LoadReport> => {
+    const run = chain.then(async () => {
+      // With no folder the PDP serves Writ's schema and no policy: every decision is a deny.
+      const report = dir === undefined ? await engine.load({ schema: await readWritSchema(), files: [] }) : await engine.loadFrom(() => readPolicyFolder(dir));
+      await watcher?.refresh();
+      if (report.ok) log.info({ policyVersion: report.activeVersion, dir }, 'policy set loaded');
+      else log.warn({ activeVersion: report.activeVersion, problems: problemLines(report), dir }, 'policy set rejected; the previous set keeps serving');
+      return report;
+    });
+    chain = run.catch(() => undefined);
+    return run;
+  };
+
+  await reload();
+
+  return {
+    engine,
+    decider,
+    dir,
+    reload: () => {
+      if (dir === undefined) return Promise.reject(policyErrors.error('ERR_POLICY_NO_FOLDER', 'no policy folder is configured; start with `--policies <dir>` or set `policy.dir`'));
+      return reload();
+    },
+    readiness: () => {
+      const s = engine.status();
+      const last = s.lastLoad;
+      return {
+        check: s.ready ? 'ok' : 'no-valid-set',
+        detail: {
+          dir: dir ?? null,
+          activeVersion: s.activeVersion,
+          policyCount: s.policyCount,
+          ...(dir === undefined ? { note: 'no policy folder configured (`policy.dir`): serving an empty set, every decision is a deny' } : {}),
+          ...(s.ready ? {} : { note: 'no valid policy set has loaded: every decision is a deny with reason `policy-set-unavailable`' }),
+          lastLoad: last === null ? null : { ok: last.ok, at: last.at, problems: problemLines(last) },
+        },
+      };
+    },
+    baseUrl: () => base,
+    setBaseUrl: (url) => {
+      base = url;
+    },
+    setLogger: (l) => {
+      log = l;
+    },
+    close: () => {
+      if (timer !== undefined) clearTimeout(timer);
+      watcher?.close();
+    },
+  };
+}
+
+const errorResponse = {
+  type: 'object',
+  properties: { code: { type: 'string' }, message: { type: 'string' }, correlationId: { type: 'string' } },
+  required: ['code', 'message', 'correlationId'],
+} as const;
+
+const entitySchema = {
+  type: 'object',
+  properties: { type: { type: 'string', minLength: 1 }, id: { type: 'string', minLength: 1 }, properties: { type: 'object' } },
+  required: ['type', 'id'],
+  additionalProperties: false,
+} as const;
+
+/**
+ * Accept `Authorization: Bearer <credential>` and, because the OpenID AuthZEN
+ * interop runner sends the configured value as is (STANDARDS.md §8, gotcha 5),
+ * the bare credential too.
+ */
+function asBearer(header: string | undefined): string | undefined {
+  if (header === undefined) return undefined;
+  const v = header.trim();
+  if (/^bearer\s/i.test(v)) return v;
+  return v === '' || /\s/.test(v) ? header : `Bearer ${v}`;
+}
+
+function statusOf(e: unknown): number {
+  return e instanceof WritError ? e.status : 500;
+}
+
+/**
+ * Register the AuthZEN endpoints (`/access/v1/evaluation`,
+ * `/access/v1/evaluations`, `/.well-known/authzen-configuration`) and the
+ * admin policy routes (`/admin/v1/policy`, `/admin/v1/policy/reload`,
+ * `/admin/v1/policy/explain`).
+ *
+ * @example
+ * await registerPolicyRoutes(app, { policy, admins, audit });
+ */
+export async function registerPolicyRoutes(app: FastifyInstance, deps: { policy: PolicyService; admins: AdminPrincipals; audit: AuditSink }): Promise<void> {
+  const { policy, admins, audit } = deps;
+  const decide = (r: Parameters<Decider['decide']>[0]): Promise<Decision> => policy.decider.decide(r);
+
+  // Enforcement points authenticate with an admin-issued credential whose role grants `decisions.evaluate` (role `pep`).
+  const authenticatePep = async (req: FastifyRequest): Promise<void> => {
+    try {
+      const principal = await admins.authenticate(asBearer(req.headers.authorization));
+      req.principal = principal;
+      if (roleAllows(principal.role, 'decisions.evaluate')) return;
+      throw governanceErrors.error('ERR_GOV_FORBIDDEN', `role \`${principal.role}\` lacks permission \`decisions.evaluate\``);
+    } catch (e) {
+      const status = statusOf(e);
+      const p = req.principal;
+      await audit.append({
+        action: 'api.called',
+        actor: p === undefined ? { type: 'anonymous', id: 'anonymous', ip: req.ip } : { type: 'admin', id: p.id, name: p.name, role: p.role, ip: req.ip },
+        target: { type: 'api_route', id: `${req.method} ${req.routeOptions.url ?? 'unmatched'}` },
+        outcome: status === 401 || status === 403 ? 'denied' : 'failure',
+        reasons: status === 401 ? ['unauthenticated'] : status === 403 ? ['role-not-permitted'] : [],
+        correlationId: req.correlationId,
+        details: { method: req.method, route: req.routeOptions.url ?? 'unmatched', status },
+      });
+      throw e;
+    }
+  };
+
+  // AuthZEN routes read the raw body themselves: AuthZEN 1.0 §10.1 wants a 400
+  // (not 415) for a non-JSON content type, and unknown fields are ignored, so
+  // there is no body schema with `additionalProperties: false` here.
+  await app.register(async (scope) => {
+    scope.removeAllContentTypeParsers();
+    scope.addContentTypeParser('*', { parseAs: 'string' }, (_req, body, done) => done(null, body));
+    const rawOf = (req: FastifyRequest): string => (typeof req.body === 'string' ? req.body : '');
+    const requester = (req: FastifyRequest) => ({ correlationId: req.correlationId, requestedBy: req.principal?.id });
+
+    scope.post('/access/v1/evaluation', {
+      onRequest: authenticatePep,
+      schema: { summary: 'AuthZEN 1.0 Access Evaluation (§6): one decision', tags: ['authzen'], security: [{ adminToken: [] }] },
+    }, async (req) => {
+      const body = parseAuthzenBody(req.headers['content-type'], rawOf(req));
+      const who = requester(req);
+      return evaluate((r) => decide({ ...r, ...(who.requestedBy === undefined ? {} : { requestedBy: who.requestedBy }) }), policy.engine.active?.schemaInfo, body, { correlationId: who.correlationId });
+    });
+
+    scope.post('/access/v1/evaluations', {
+      onRequest: authenticatePep,
+      schema: { summary: 'AuthZEN 1.0 Access Evaluations (§7): a batch of decisions', tags: ['authzen'], security: [{ adminToken: [] }] },
+    }, async (req) => {
+      const body = parseAuthzenBody(req.headers['content-type'], rawOf(req));
+      const who = requester(req);
+      return evaluations((r) => decide({ ...r, ...(who.requestedBy === undefined ? {} : { requestedBy: who.requestedBy }) }), policy.engine.active?.schemaInfo, body, { correlationId: who.correlationId });
+    });
+  });
+
+  app.get('/.well-known/authzen-configuration', {
+    schema: { summary: 'AuthZEN 1.0 PDP metadata (§9)', tags: ['authzen'] },
+  }, async () => {
+    try {
+      return authzenMetadata(policy.baseUrl());
+    } catch {
+      throw policyErrors.error('ERR_POLICY_METADATA_UNAVAILABLE', `AuthZEN metadata needs an https \`publicUrl\`, not \`${policy.baseUrl()}\``);
+    }
+  });
+
+  // ---- admin ----------------------------------------------------------------
+  const security = [{ adminToken: [] }];
+  const common = { 401: errorResponse, 403: errorResponse };
+
+  app.get('/admin/v1/policy', {
+    config: { permission: 'policy.read' },
+    schema: {
+      summary: 'the active policy set: version, policies, last load and its problems',
+      tags: ['policy'],
+      security,
+      response: {
+        200: {
+          type: 'object',
+          properties: {
+            dir: { type: ['string', 'null'] },
+            activeVersion: { type: ['string', 'null'] },
+            policyCount: { type: 'integer' },
+            policies: {
+              type: 'array',
+              items: { type: 'object', properties: { id: { type: 'string' }, effect: { type: 'string' }, file: { type: 'string' }, line: { type: 'integer' }, reason: { type: 'string' } }, required: ['id', 'effect', 'file', 'line'] },
+            },
+            lastLoad: {
+              type: ['object', 'null'],
+              properties: { ok: { type: 'boolean' }, at: { type: 'string' }, activeVersion: { type: ['string', 'null'] }, candidateVersion: { type: 'string' }, problems: { type: 'array', items: { type: 'string' } } },
+            },
+          },
+          required: ['dir', 'activeVersion', 'policyCount', 'policies', 'lastLoad'],
+        },
+        ...common,
+      },
+    },
+  }, async () => {
+    const s = policy.engine.status();
+    const set = policy.engine.active;
+    const last = s.lastLoad;
+    return {
+      dir: policy.dir ?? null,
+      activeVersion: s.activeVersion,
+      policyCount: s.policyCount,
+      policies: (set?.policies ?? []).map((p) => ({ id: p.id, effect: p.effect, file: p.file, line: p.line, ...(p.reason === undefined ? {} : { reason: p.reason }) })),
+      lastLoad: last === null ? null : { ok: last.ok, at: last.at, activeVersion: last.activeVersion, ...(last.candidateVersion === undefined ? {} : { candidateVersion: last.candidateVersion }), problems: problemLines(last) },
+    };
+  });
+
+  app.post('/admin/v1/policy/reload', {
+    config: { permission: 'policy.manage' },
+    schema: {
+      summary: 'reload the policy folder now; a failed load keeps the previous set serving',
+      tags: ['policy'],
+      security,
+      response: {
+        200: { type: 'object', properties: { activeVersion: { type: ['string', 'null'] }, previousVersion: { type: ['string', 'null'] }, changed: { type: 'boolean' } }, required: ['activeVersion', 'previousVersion', 'changed'] },
+        400: errorResponse,
+        409: errorResponse,
+        ...common,
+      },
+    },
+  }, async () => {
+    const previous = policy.engine.active?.version ?? null;
+    const r = await policy.reload();
+    if (!r.ok) {
+      const lines = problemLines(r);
+      throw policyErrors.error('ERR_POLICY_SET_INVALID', `policy set rejected, ${previous ?? 'no set'} keeps serving: ${r.problems.length} problem(s): ${lines.slice(0, 5).join('; ')}`);
+    }
+    return { activeVersion: r.activeVersion, previousVersion: previous, changed: r.activeVersion !== previous };
+  });
+
+  app.post('/admin/v1/policy/explain', {
+    config: { permission: 'policy.read' },
+    schema: {
+      summary: 'decide one AuthZEN-shaped request and explain it: decision, reasons, determining policies, version',
+      tags: ['policy'],
+      security,
+      body: {
+        type: 'object',
+        properties: {
+          subject: entitySchema,
+          action: { type: 'object', properties: { name: { type: 'string', minLength: 1 }, properties: { type: 'object' } }, required: ['name'], additionalProperties: false },
+          resource: entitySchema,
+          context: { type: 'object' },
+        },
+        required: ['subject', 'action', 'resource'],
+        additionalProperties: false,
+      },
+      response: {
+        200: {
+          type: 'object',
+          properties: {
+            decision: { type: 'string' },
+            reasons: { type: 'array', items: { type: 'string' } },
+            determiningPolicies: { type: 'array', items: { type: 'string' } },
+            policyVersion: { type: ['string', 'null'] },
+            decisionId: { type: 'string' },
+            diagnostics: { type: 'array', items: { type: 'string' } },
+          },
+          required: ['decision', 'reasons', 'determiningPolicies', 'policyVersion', 'decisionId', 'diagnostics'],
+        },
+        400: errorResponse,
+        ...common,
+      },
+    },
+  }, async (req) => {
+    const e = parseEvaluationRequest(req.body);
+    const d = await policy.decider.decide({
+      ...toDecisionRequest(policy.engine.active?.schemaInfo, e, req.correlationId),
+      ...(req.principal === undefined ? {} : { requestedBy: req.principal.id }),
+      purpose: 'explain',
+    });
+    return { decision: d.decision, reasons: d.reasons, determiningPolicies: d.determiningPolicies, policyVersion: d.policyVersion, decisionId: d.decisionId, diagnostics: d.diagnostics };
+  });
+}

@@ -1,0 +1,19 @@
+/**
+ * Signals (layer 1): typed signals about workloads, nodes, owners, tasks and
+ * policy; the revocation bus port with its in-process adapter; the client an
+ * enforcement point uses to follow the server's revocation stream.
+ */
+export { signalsErrors } from './errors.ts';
+export { SIGNAL_TYPES, RISK_LEVELS, parseSignal } from './signal.ts';
+export type { Signal, SignalType, RiskLevel, SignalRecord, ParsedSignal } from './signal.ts';
+export { REVOCATION_KINDS } from './ports.ts';
+export type { RevocationBus, RevocationEvent, RevocationInput, RevocationKind, RevocationHandler, SubscribeOptions, Unsubscribe, SignalStore, SignalContext } from './ports.ts';
+export { parseRevocation, revocationBody, encodeRevocation, decodeRevocation, OrderedDelivery } from './revocation.ts';
+export type { RevocationBody } from './revocation.ts';
+export { InProcessRevocationBus } from './memory-bus.ts';
+export { SignalService } from './service.ts';
+export type { SignalServiceDeps, SignalOrigin } from './service.ts';
+export { RevocationStreamClient } from './stream-client.ts';
+export type { RevocationStreamClientOptions, RevocationQuery, RevocationStatus } from './stream-client.ts';
+export { CAEP_SESSION_REVOKED, CAEP_CREDENTIAL_CHANGE, SSF_PUSH, setForRevocation, SetSigner, SsfPushTransmitter } from './ssf.ts';
+export type { SubjectId, SetClaims, PushReceiver, DeliveryReport, SsfPushOptions } from './ssf.ts';

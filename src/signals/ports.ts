@@ -1,0 +1,114 @@
+/**
+ * Ports of the signals context.
+ *
+ * - {@link RevocationBus}: every revocation (subject, lease, token, policy
+ *   change, signal) fans out through it to server replicas and enforcement
+ *   points. Adapters: in-process (`InProcessRevocationBus`, this context),
+ *   PostgreSQL outbox + LISTEN/NOTIFY and NATS JetStream (`storage/bus/`).
+ * - {@link SignalStore}: where accepted signals are kept, and the read side the
+ *   PDP uses for "latest posture / risk of a subject" ({@link SignalContext}).
+ */
+import type { SignalRecord, SignalType } from './signal.ts';
+
+/** What a revocation takes away. */
+export type RevocationKind = 'subject-revoked' | 'lease-revoked' | 'token-revoked' | 'policy-changed' | 'signal';
+
+/** The revocation kinds, for validation and docs. */
+export const REVOCATION_KINDS: readonly RevocationKind[] = ['subject-revoked', 'lease-revoked', 'token-revoked', 'policy-changed', 'signal'];
+
+/** A revocation as a publisher hands it to the bus. */
+export interface RevocationInput {
+  /** Unique id; publishing the same id twice delivers it once (de-dup). Generated when absent. */
+  readonly id?: string;
+  readonly kind: RevocationKind;
+  /** SPIFFE ID (or other subject id) whose access is cut. */
+  readonly subject?: string;
+  /** Lease id, for `lease-revoked`. */
+  readonly leaseId?: string;
+  /** Token id (`jti`), for `token-revoked`. */
+  readonly tokenId?: string;
+  /** Kebab-case reason (`posture-failed`, `task-completed`, `admin-revoked`). */
+  readonly reason: string;
+  /** ISO-8601 time it happened; the bus clock when absent. */
+  readonly at?: string;
+}
+
+/** A revocation as delivered: the input with its id, time and place on the bus. */
+export interface RevocationEvent {
+  readonly id: string;
+  /**
+   * Position on the bus: strictly increasing per bus, starting at 1. A
+   * subscriber that remembers the last cursor it handled resumes after it.
+   */
+  readonly cursor: number;
+  readonly kind: RevocationKind;
+  readonly subject?: string;
+  readonly leaseId?: string;
+  readonly tokenId?: string;
+  readonly at: string;
+  readonly reason: string;
+}
+
+/** Handles one event. A rejected promise is reported; delivery continues. */
+export type RevocationHandler = (event: RevocationEvent) => void | Promise<void>;
+
+/** Stop a subscription. Safe to call twice. */
+export type Unsubscribe = () => Promise<void>;
+
+/** Options of a subscription. */
+export interface SubscribeOptions {
+  /** Connection trouble and handler failures (the subscription keeps trying). */
+  readonly onError?: (err: unknown) => void;
+}
+
+/**
+ * Port: the revocation bus.
+ *
+ * Contract (checked by one conformance suite against every adapter):
+ * - `publish` resolves once the event is durable for this adapter and returns
+ *   it with its cursor; re-publishing an id returns the first event, and
+ *   subscribers see it once.
+ * - `subscribe(fromCursor, handler)` delivers, in cursor order, every event
+ *   with a cursor greater than `fromCursor` (`0`: from the beginning;
+ *   `undefined`: only events published from now on), then keeps delivering.
+ *   Delivery is at-least-once across reconnects, de-duplicated by cursor/id
+ *   within a subscription: after a connection loss the adapter reconnects and
+ *   replays from the last delivered cursor, so none is lost.
+ *
+ * @example
+ * const stop = await bus.subscribe(0, (e) => { if (e.kind === 'subject-revoked') cache.drop(e.subject); });
+ * await bus.publish({ kind: 'subject-revoked', subject: 'spiffe://writ.local/ci', reason: 'posture-failed' });
+ * await stop();
+ */
+export interface RevocationBus {
+  /** `memory`, `postgres` or `nats`. */
+  readonly kind: string;
+  publish(input: RevocationInput): Promise<RevocationEvent>;
+  subscribe(fromCursor: number | undefined, handler: RevocationHandler, options?: SubscribeOptions): Promise<Unsubscribe>;
+  /** The cursor of the newest event (0 when empty). */
+  head(): Promise<number>;
+  /** Stop every subscription and release connections. */
+  close(): Promise<void>;
+}
+
+/** Port: where accepted signals are stored. */
+export interface SignalStore {
+  insertSignal(record: SignalRecord): Promise<void>;
+  /** Newest first. */
+  listSignals(q: { readonly subject?: string; readonly type?: SignalType; readonly limit: number }): Promise<readonly SignalRecord[]>;
+  /** The newest signal of `type` about `subject`, if any. */
+  latestSignal(subject: string, type: SignalType): Promise<SignalRecord | undefined>;
+}
+
+/**
+ * Port the PDP reads: the current posture and risk of a subject, as the latest
+ * signals say. `undefined` means no signal was ever received.
+ *
+ * @example
+ * const p = await context.posture('spiffe://writ.local/ci');
+ * if (p !== undefined && p.score < 70) deny('posture-below-threshold');
+ */
+export interface SignalContext {
+  posture(subject: string): Promise<{ readonly score: number; readonly failingChecks: readonly string[]; readonly at: string } | undefined>;
+  risk(subject: string): Promise<{ readonly level: string; readonly at: string } | undefined>;
+}

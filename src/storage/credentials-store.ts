@@ -1,0 +1,167 @@
+/**
+ * The credentials context's ports over the store's Kysely handle: lease rows
+ * (compare-and-set state changes) and task rows.
+ */
+import { sql } from 'kysely';
+import type { Kysely } from 'kysely';
+import type { Lease, LeaseFilter, LeaseKind, LeasePatch, LeaseState, LeaseStore, Task, TaskState, TaskStore } from '../credentials/index.ts';
+import type { Database, LeasesTable, TasksTable } from './schema.ts';
+
+const INSERT_CHUNK = 400;
+
+function leaseOf(r: LeasesTable): Lease {
+  return {
+    id: r.id,
+    kind: r.kind as LeaseKind,
+    subject: r.subject,
+    taskId: r.task_id,
+    audience: r.audience,
+    state: r.state as LeaseState,
+    createdAt: r.created_at,
+    expiresAt: r.expires_at,
+    maxExpiresAt: r.max_expires_at,
+    revokedAt: r.revoked_at,
+    revokeReason: r.revoke_reason,
+    handle: JSON.parse(r.handle) as Record<string, string>,
+  };
+}
+
+function rowOf(l: Lease): LeasesTable {
+  return {
+    id: l.id,
+    kind: l.kind,
+    subject: l.subject,
+    task_id: l.taskId,
+    audience: l.audience,
+    state: l.state,
+    created_at: l.createdAt,
+    expires_at: l.expiresAt,
+    max_expires_at: l.maxExpiresAt,
+    revoked_at: l.revokedAt,
+    revoke_reason: l.revokeReason,
+    handle: JSON.stringify(l.handle),
+  };
+}
+
+function taskOf(r: TasksTable): Task {
+  return {
+    id: r.id,
+    owner: r.owner,
+    description: r.description,
+    scopes: JSON.parse(r.scopes) as string[],
+    state: r.state as TaskState,
+    createdAt: r.created_at,
+    deadline: r.deadline,
+    endedAt: r.ended_at,
+    endedBy: r.ended_by,
+  };
+}
+
+/**
+ * @example
+ * const creds = new CredentialTables(db);
+ * await creds.insertLease(lease);
+ */
+export class CredentialTables implements LeaseStore, TaskStore {
+  readonly #db: Kysely<Database>;
+
+  constructor(db: Kysely<Database>) {
+    this.#db = db;
+  }
+
+  // ---- LeaseStore ----------------------------------------------------------
+
+  async insertLease(lease: Lease): Promise<void> {
+    await this.#db.insertInto('leases').values(rowOf(lease)).execute();
+  }
+
+  async insertLeases(leases: readonly Lease[]): Promise<void> {
+    for (let i = 0; i < leases.length; i += INSERT_CHUNK) {
+      await this.#db.insertInto('leases').values(leases.slice(i, i + INSERT_CHUNK).map(rowOf)).execute();
+    }
+  }
+
+  async getLease(id: string): Promise<Lease | undefined> {
+    const r = await this.#db.selectFrom('leases').selectAll().where('id', '=', id).executeTakeFirst();
+    return r === undefined ? undefined : leaseOf(r);
+  }
+
+  async updateLease(id: string, from: readonly LeaseState[], patch: LeasePatch): Promise<Lease | undefined> {
+    if (from.length === 0) return undefined;
+    const set: Partial<LeasesTable> = {};
+    if (patch.state !== undefined) set.state = patch.state;
+    if (patch.expiresAt !== undefined) set.expires_at = patch.expiresAt;
+    if (patch.revokedAt !== undefined) set.revoked_at = patch.revokedAt;
+    if (patch.revokeReason !== undefined) set.revoke_reason = patch.revokeReason;
+    // Compare-and-set on the state: of two concurrent revokers exactly one wins.
+    const r = await this.#db.updateTable('leases').set(set).where('id', '=', id).where('state', 'in', [...from]).returningAll().executeTakeFirst();
+    return r === undefined ? undefined : leaseOf(r);
+  }
+
+  async updateLeasesByIds(ids: readonly string[], from: readonly LeaseState[], patch: LeasePatch): Promise<readonly Lease[]> {
+    if (ids.length === 0 || from.length === 0) return [];
+    const set = this.#set(patch);
+    const out: Lease[] = [];
+    for (let i = 0; i < ids.length; i += INSERT_CHUNK) {
+      const rows = await this.#db.updateTable('leases').set(set).where('id', 'in', ids.slice(i, i + INSERT_CHUNK)).where('state', 'in', [...from]).returningAll().execute();
+      out.push(...rows.map(leaseOf));
+    }
+    return out;
+  }
+
+  #set(patch: LeasePatch): Partial<LeasesTable> {
+    const set: Partial<LeasesTable> = {};
+    if (patch.state !== undefined) set.state = patch.state;
+    if (patch.expiresAt !== undefined) set.expires_at = patch.expiresAt;
+    if (patch.revokedAt !== undefined) set.revoked_at = patch.revokedAt;
+    if (patch.revokeReason !== undefined) set.revoke_reason = patch.revokeReason;
+    return set;
+  }
+
+  async listLeases(f: LeaseFilter): Promise<readonly Lease[]> {
+    let q = this.#db.selectFrom('leases').selectAll();
+    if (f.taskId !== undefined) q = q.where('task_id', '=', f.taskId);
+    if (f.subject !== undefined) q = q.where('subject', '=', f.subject);
+    if (f.subjectPrefix !== undefined) q = q.where(sql<string>`substr(subject, 1, ${f.subjectPrefix.length})`, '=', f.subjectPrefix);
+    if (f.states !== undefined) {
+      if (f.states.length === 0) return [];
+      q = q.where('state', 'in', [...f.states]);
+    }
+    if (f.expiresBefore !== undefined) q = q.where('expires_at', '<=', f.expiresBefore);
+    if (f.createdBefore !== undefined) q = q.where('created_at', '<=', f.createdBefore);
+    q = q.orderBy('created_at').orderBy('id');
+    if (f.limit !== undefined) q = q.limit(f.limit);
+    return (await q.execute()).map(leaseOf);
+  }
+
+  async countLiveLeases(by: { subject: string } | { taskId: string }, nowIso: string): Promise<number> {
+    let q = this.#db.selectFrom('leases').select((eb) => eb.fn.countAll<string | number>().as('n')).where('state', 'in', ['pending', 'active']).where('expires_at', '>', nowIso);
+    q = 'subject' in by ? q.where('subject', '=', by.subject) : q.where('task_id', '=', by.taskId);
+    const r = await q.executeTakeFirst();
+    return Number(r?.n ?? 0);
+  }
+
+  // ---- TaskStore -------------------------------------------------------------
+
+  async insertTask(t: Task): Promise<void> {
+    await this.#db
+      .insertInto('tasks')
+      .values({ id: t.id, owner: t.owner, description: t.description, scopes: JSON.stringify(t.scopes), state: t.state, created_at: t.createdAt, deadline: t.deadline, ended_at: t.endedAt, ended_by: t.endedBy })
+      .execute();
+  }
+
+  async getTask(id: string): Promise<Task | undefined> {
+    const r = await this.#db.selectFrom('tasks').selectAll().where('id', '=', id).executeTakeFirst();
+    return r === undefined ? undefined : taskOf(r);
+  }
+
+  async endTask(id: string, state: 'completed' | 'expired', at: string, by: string): Promise<Task | undefined> {
+    const r = await this.#db.updateTable('tasks').set({ state, ended_at: at, ended_by: by }).where('id', '=', id).where('state', '=', 'active').returningAll().executeTakeFirst();
+    return r === undefined ? undefined : taskOf(r);
+  }
+
+  async listOverdueTasks(nowIso: string, limit: number): Promise<readonly Task[]> {
+    const rows = await this.#db.selectFrom('tasks').selectAll().where('state', '=', 'active').where('deadline', '<=', nowIso).orderBy('deadline').limit(limit).execute();
+    return rows.map(taskOf);
+  }
+}

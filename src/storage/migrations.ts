@@ -1,0 +1,176 @@
+/**
+ * Versioned migrations, run on every start (each runs once; the order is the
+ * name order). Never edit a released migration: add a new one.
+ */
+import { sql } from 'kysely';
+import type { Kysely, Migration, MigrationProvider } from 'kysely';
+
+const GENESIS = '0'.repeat(64);
+
+const migrations: Record<string, Migration> = {
+  '0001_audit_log': {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .createTable('audit_events')
+        .addColumn('seq', 'bigint', (c) => c.primaryKey())
+        .addColumn('time', 'text', (c) => c.notNull())
+        .addColumn('action', 'text', (c) => c.notNull())
+        .addColumn('outcome', 'text', (c) => c.notNull())
+        .addColumn('actor_id', 'text', (c) => c.notNull())
+        .addColumn('correlation_id', 'text', (c) => c.notNull())
+        .addColumn('event', 'text', (c) => c.notNull())
+        .addColumn('prev_hash', 'text', (c) => c.notNull())
+        .addColumn('hash', 'text', (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('audit_events_correlation').on('audit_events').column('correlation_id').execute();
+      await db.schema.createIndex('audit_events_action').on('audit_events').columns(['action', 'seq']).execute();
+      await db.schema.createIndex('audit_events_time').on('audit_events').column('time').execute();
+      await db.schema
+        .createTable('audit_head')
+        .addColumn('id', 'integer', (c) => c.primaryKey().check(sql`id = 1`))
+        .addColumn('seq', 'bigint', (c) => c.notNull())
+        .addColumn('hash', 'text', (c) => c.notNull())
+        .execute();
+      await sql`insert into audit_head (id, seq, hash) values (1, 0, ${GENESIS})`.execute(db);
+    },
+  },
+  '0002_admin_principals': {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .createTable('admin_principals')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('name', 'text', (c) => c.notNull())
+        .addColumn('role', 'text', (c) => c.notNull())
+        .addColumn('token_hash', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .addColumn('created_by', 'text', (c) => c.notNull())
+        .addColumn('revoked_at', 'text')
+        .execute();
+      await sql`create unique index admin_principals_active_name on admin_principals (name) where revoked_at is null`.execute(db);
+    },
+  },
+  '0003_identity': {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .createTable('ca_keys')
+        .addColumn('trust_domain', 'text', (c) => c.notNull())
+        .addColumn('id', 'text', (c) => c.notNull())
+        .addColumn('record', 'text', (c) => c.notNull())
+        .addPrimaryKeyConstraint('ca_keys_pk', ['trust_domain', 'id'])
+        .execute();
+      await db.schema
+        .createTable('ca_bundle_sequence')
+        .addColumn('trust_domain', 'text', (c) => c.primaryKey())
+        .addColumn('sequence', 'bigint', (c) => c.notNull())
+        .execute();
+      await db.schema
+        .createTable('registration_entries')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('spiffe_id', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .addColumn('revision', 'integer', (c) => c.notNull())
+        .addColumn('entry', 'text', (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('registration_entries_spiffe_id').on('registration_entries').column('spiffe_id').execute();
+      await db.schema
+        .createTable('join_tokens')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('token_hash', 'text', (c) => c.notNull().unique())
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .addColumn('expires_at', 'text', (c) => c.notNull())
+        .addColumn('created_by', 'text', (c) => c.notNull())
+        .addColumn('selectors', 'text', (c) => c.notNull())
+        .addColumn('used_at', 'text')
+        .addColumn('node_id', 'text')
+        .execute();
+      await db.schema
+        .createTable('nodes')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('spiffe_id', 'text', (c) => c.notNull().unique())
+        .addColumn('attestation_type', 'text', (c) => c.notNull())
+        .addColumn('selectors', 'text', (c) => c.notNull())
+        .addColumn('attested_at', 'text', (c) => c.notNull())
+        .addColumn('svid_serial', 'text', (c) => c.notNull())
+        .addColumn('svid_not_after', 'text', (c) => c.notNull())
+        .addColumn('last_seen_at', 'text')
+        .addColumn('evicted_at', 'text')
+        .execute();
+      await db.schema
+        .createTable('attestation_replay')
+        .addColumn('key', 'text', (c) => c.primaryKey())
+        .addColumn('expires_at', 'text', (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('attestation_replay_expires').on('attestation_replay').column('expires_at').execute();
+    },
+  },
+  '0004_signals': {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .createTable('signals')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('type', 'text', (c) => c.notNull())
+        .addColumn('subject', 'text', (c) => c.notNull())
+        .addColumn('received_at', 'text', (c) => c.notNull())
+        .addColumn('occurred_at', 'text', (c) => c.notNull())
+        .addColumn('source', 'text', (c) => c.notNull())
+        .addColumn('reason', 'text')
+        .addColumn('body', 'text', (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('signals_subject_type').on('signals').columns(['subject', 'type', 'received_at']).execute();
+      await db.schema.createIndex('signals_received').on('signals').column('received_at').execute();
+      // Outbox of the PostgreSQL revocation bus (storage/bus/postgres.ts); seq is the cursor.
+      await db.schema
+        .createTable('revocation_events')
+        .addColumn('seq', 'bigint', (c) => c.primaryKey())
+        .addColumn('id', 'text', (c) => c.notNull().unique())
+        .addColumn('body', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .execute();
+    },
+  },
+  '0005_credentials': {
+    async up(db: Kysely<unknown>) {
+      // Leases: written before the credential they cover exists (write-ahead).
+      await db.schema
+        .createTable('leases')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('kind', 'text', (c) => c.notNull())
+        .addColumn('subject', 'text', (c) => c.notNull())
+        .addColumn('task_id', 'text')
+        .addColumn('audience', 'text')
+        .addColumn('state', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .addColumn('expires_at', 'text', (c) => c.notNull())
+        .addColumn('max_expires_at', 'text', (c) => c.notNull())
+        .addColumn('revoked_at', 'text')
+        .addColumn('revoke_reason', 'text')
+        .addColumn('handle', 'text', (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('leases_task').on('leases').columns(['task_id', 'state']).execute();
+      await db.schema.createIndex('leases_subject').on('leases').columns(['subject', 'state']).execute();
+      await db.schema.createIndex('leases_state_expires').on('leases').columns(['state', 'expires_at']).execute();
+      await db.schema.createIndex('leases_state_created').on('leases').columns(['state', 'created_at']).execute();
+      await db.schema
+        .createTable('tasks')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('owner', 'text', (c) => c.notNull())
+        .addColumn('description', 'text', (c) => c.notNull())
+        .addColumn('scopes', 'text', (c) => c.notNull())
+        .addColumn('state', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .addColumn('deadline', 'text', (c) => c.notNull())
+        .addColumn('ended_at', 'text')
+        .addColumn('ended_by', 'text')
+        .execute();
+      await db.schema.createIndex('tasks_state_deadline').on('tasks').columns(['state', 'deadline']).execute();
+    },
+  },
+};
+
+/** The migrations, in order, for Kysely's Migrator. */
+export const migrationProvider: MigrationProvider = {
+  getMigrations: () => Promise.resolve(migrations),
+};
+
+/** Names of every migration this build knows. */
+export const MIGRATION_NAMES: readonly string[] = Object.keys(migrations).sort();

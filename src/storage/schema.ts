@@ -1,0 +1,142 @@
+/** Table shapes, as Kysely sees them. Column names are snake case. */
+export interface AuditEventsTable {
+  seq: number;
+  time: string;
+  action: string;
+  outcome: string;
+  actor_id: string;
+  correlation_id: string;
+  event: string;
+  prev_hash: string;
+  hash: string;
+}
+
+export interface AuditHeadTable {
+  id: number;
+  seq: number;
+  hash: string;
+}
+
+export interface AdminPrincipalsTable {
+  id: string;
+  name: string;
+  role: string;
+  token_hash: string;
+  created_at: string;
+  created_by: string;
+  revoked_at: string | null;
+}
+
+/** Identity: CA key slots (the record as JSON; private keys only wrapped). */
+export interface CaKeysTable {
+  trust_domain: string;
+  id: string;
+  record: string;
+}
+
+export interface CaBundleSequenceTable {
+  trust_domain: string;
+  sequence: number;
+}
+
+export interface RegistrationEntriesTable {
+  id: string;
+  spiffe_id: string;
+  created_at: string;
+  revision: number;
+  /** The whole entry as JSON. */
+  entry: string;
+}
+
+export interface JoinTokensTable {
+  id: string;
+  token_hash: string;
+  created_at: string;
+  expires_at: string;
+  created_by: string;
+  selectors: string;
+  used_at: string | null;
+  node_id: string | null;
+}
+
+export interface NodesTable {
+  id: string;
+  spiffe_id: string;
+  attestation_type: string;
+  selectors: string;
+  attested_at: string;
+  svid_serial: string;
+  svid_not_after: string;
+  last_seen_at: string | null;
+  evicted_at: string | null;
+}
+
+export interface AttestationReplayTable {
+  key: string;
+  expires_at: string;
+}
+
+export interface Database {
+  audit_events: AuditEventsTable;
+  audit_head: AuditHeadTable;
+  admin_principals: AdminPrincipalsTable;
+  ca_keys: CaKeysTable;
+  ca_bundle_sequence: CaBundleSequenceTable;
+  registration_entries: RegistrationEntriesTable;
+  join_tokens: JoinTokensTable;
+  nodes: NodesTable;
+  attestation_replay: AttestationReplayTable;
+  leases: LeasesTable;
+  tasks: TasksTable;
+  signals: SignalsTable;
+  revocation_events: RevocationEventsTable;
+}
+
+/** Signals: the validated signal as JSON in `body`. */
+export interface SignalsTable {
+  id: string;
+  type: string;
+  subject: string;
+  received_at: string;
+  occurred_at: string;
+  source: string;
+  reason: string | null;
+  body: string;
+}
+
+/** Outbox of the PostgreSQL revocation bus. */
+export interface RevocationEventsTable {
+  seq: number;
+  id: string;
+  body: string;
+  created_at: string;
+}
+
+/** Credential leases; `handle` is JSON (an engine account name, never a secret). */
+export interface LeasesTable {
+  id: string;
+  kind: string;
+  subject: string;
+  task_id: string | null;
+  audience: string | null;
+  state: string;
+  created_at: string;
+  expires_at: string;
+  max_expires_at: string;
+  revoked_at: string | null;
+  revoke_reason: string | null;
+  handle: string;
+}
+
+/** Tasks credentials are bound to; `scopes` is a JSON array. */
+export interface TasksTable {
+  id: string;
+  owner: string;
+  description: string;
+  scopes: string;
+  state: string;
+  created_at: string;
+  deadline: string;
+  ended_at: string | null;
+  ended_by: string | null;
+}

@@ -1,0 +1,48 @@
+// `writ ext-authz` and `writ proxy` usage: --help, usage errors exit 2 with one line.
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { WRIT } from './support.ts';
+
+function writ(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const cp = spawn(process.execPath, [WRIT, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env } });
+    let stdout = '';
+    let stderr = '';
+    cp.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    cp.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    cp.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+describe('enforcement CLI usage', () => {
+  it('writ ext-authz --help lists its options', async () => {
+    const r = await writ(['ext-authz', '--help']);
+    assert.equal(r.code, 0);
+    for (const o of ['--grpc HOST:PORT', '--http HOST:PORT', '--audience AUD', '--cache-ttl-ms MS', '--trust-client-cert-header']) assert.ok(r.stdout.includes(o), o);
+  });
+
+  it('writ ext-authz without a listener is a usage error', async () => {
+    const r = await writ(['ext-authz', '--server', 'http://127.0.0.1:1']);
+    assert.equal(r.code, 2);
+    assert.equal(r.stderr.trim().split('\n').length, 1);
+    assert.match(r.stderr, /give --grpc HOST:PORT, --http HOST:PORT or both/);
+  });
+
+  it('writ ext-authz with a bad address or no credential is a usage error', async () => {
+    const bad = await writ(['ext-authz', '--grpc', 'nope', '--token-file', '/dev/null']);
+    assert.equal(bad.code, 2);
+    const none = await writ(['ext-authz', '--grpc', '127.0.0.1:0'], { WRIT_TOKEN: '' });
+    assert.equal(none.code, 2);
+    assert.match(none.stderr, /no PEP credential/);
+  });
+
+  it('writ proxy needs --listen and --upstream, and an http upstream', async () => {
+    const r = await writ(['proxy', '--server', 'http://127.0.0.1:1'], { WRIT_TOKEN: 'x' });
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /--listen and --upstream are required/);
+    const https = await writ(['proxy', '--listen', '127.0.0.1:0', '--upstream', 'https://x'], { WRIT_TOKEN: 'x' });
+    assert.equal(https.code, 2);
+    assert.match(https.stderr, /the upstream must be an http:\/\/ URL/);
+  });
+});

@@ -1,0 +1,422 @@
+/**
+ * The storage conformance suite: one set of behaviours every store adapter
+ * must show. Run by sqlite.test.ts, memory.test.ts and postgres.test.ts.
+ */
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import type { Store } from '../../src/storage/index.ts';
+import { seal, prepareEvent, toEventBody, verifyChain, GENESIS_HASH } from '../../src/audit/index.ts';
+import type { StoredAuditRow } from '../../src/audit/index.ts';
+import type { AdminPrincipalRow } from '../../src/governance/index.ts';
+import type { StoredCaKey, RegistrationEntry, JoinTokenRecord, NodeRecord } from '../../src/identity/index.ts';
+import type { Lease, Task } from '../../src/credentials/index.ts';
+import type { Signal, SignalRecord } from '../../src/signals/index.ts';
+
+/** How the suite gets a fresh, migrated store, and a second handle on the same data. */
+export interface StoreFactory {
+  /** A fresh empty store, migrated. */
+  open(): Promise<Store>;
+  /** A second, independent handle (another pool/connection) on the store `open` returned last, or undefined if the engine cannot share. */
+  openPeer?(): Promise<Store>;
+  /** Remove what `open` created. */
+  cleanup?(): Promise<void>;
+  /** Skip the suite, with a reason, when the engine is not reachable. */
+  skip?(): Promise<string | undefined>;
+}
+
+function event(i: number, overrides: Partial<{ action: string; correlationId: string; time: string }> = {}) {
+  return prepareEvent(
+    toEventBody(
+      {
+        action: overrides.action ?? 'test.appended',
+        actor: { type: 'system', id: 'conformance' },
+        outcome: 'success',
+        correlationId: overrides.correlationId ?? `c${i}`,
+        details: { i, text: 'ünïcødé ✓ "quoted" \\ back' },
+        ...(overrides.time === undefined ? {} : { time: overrides.time }),
+      },
+      new Date(Date.UTC(2026, 0, 1, 0, 0, i)).toISOString(),
+    ),
+  );
+}
+
+function principal(id: string, name: string, role: string): AdminPrincipalRow {
+  return { id, name, role, tokenHash: 'a'.repeat(64), createdAt: `2026-01-01T00:00:${id.slice(-2)}.000Z`, createdBy: 'test', revokedAt: null };
+}
+
+/**
+ * @example
+ * storeConformance('sqlite', { open: () => openStore(...) });
+ */
+export function storeConformance(name: string, factory: StoreFactory): void {
+  describe(`storage conformance: ${name}`, () => {
+    let store: Store;
+    let skipReason: string | undefined;
+
+    before(async () => {
+      skipReason = await factory.skip?.();
+      if (skipReason !== undefined) return;
+      store = await factory.open();
+    });
+    after(async () => {
+      if (skipReason !== undefined) return;
+      await store.close();
+      await factory.cleanup?.();
+    });
+
+    const test = (title: string, fn: () => Promise<void>) =>
+      it(title, async (t) => {
+        if (skipReason !== undefined) return t.skip(skipReason);
+        await fn();
+      });
+
+    test('signals: stored as given, listed newest first, latest per subject and type', async () => {
+      const rec = (i: number, type: 'posture-changed' | 'risk-changed', subject: string): SignalRecord => {
+        const at = new Date(Date.UTC(2026, 1, 1, 0, 0, i)).toISOString();
+        const signal: Signal = type === 'posture-changed' ? { type, subject, subjectKind: 'workload', score: 10 * i, failingChecks: i % 2 === 0 ? [] : ['disk-encryption'] } : { type, subject, level: i > 2 ? 'high' : 'low' };
+        return { id: `sig_conf_${i}`, type, subject, receivedAt: at, occurredAt: at, source: 'admin:conformance', ...(i === 1 ? { reason: 'scan-failed' } : {}), signal };
+      };
+      const a = 'spiffe://writ.local/conf/a';
+      const b = 'spiffe://writ.local/conf/b';
+      const all = [rec(1, 'posture-changed', a), rec(2, 'risk-changed', a), rec(3, 'posture-changed', a), rec(4, 'posture-changed', b), rec(5, 'risk-changed', a)];
+      for (const r of all) await store.signals.insertSignal(r);
+      assert.deepEqual(await store.signals.latestSignal(a, 'posture-changed'), all[2]);
+      assert.deepEqual(await store.signals.latestSignal(a, 'risk-changed'), all[4]);
+      assert.equal(await store.signals.latestSignal(b, 'risk-changed'), undefined);
+      assert.deepEqual((await store.signals.listSignals({ subject: a, limit: 10 })).map((r) => r.id), ['sig_conf_5', 'sig_conf_3', 'sig_conf_2', 'sig_conf_1']);
+      assert.deepEqual((await store.signals.listSignals({ type: 'posture-changed', limit: 2 })).map((r) => r.id), ['sig_conf_4', 'sig_conf_3']);
+      assert.deepEqual((await store.signals.listSignals({ subject: a, limit: 10 })).at(-1), all[0], 'reason and checks survive the round trip');
+    });
+
+    test('migrations are idempotent and the store answers', async () => {
+      const again = await store.migrate();
+      assert.deepEqual(again.applied, []);
+      await store.ping();
+    });
+
+    test('an empty log has the genesis head', async () => {
+      assert.deepEqual(await store.head(), { seq: 0, hash: GENESIS_HASH });
+      assert.deepEqual(await store.readRange(0, 10), []);
+    });
+
+    test('appendSealed chains rows after the head and moves it', async () => {
+      const rows = await store.appendSealed((head) => seal(head, [event(1), event(2), event(3)]));
+      assert.deepEqual(rows.map((r) => r.seq), [1, 2, 3]);
+      const head = await store.head();
+      assert.equal(head.seq, 3);
+      assert.equal(head.hash, rows[2]?.hash);
+      const stored = await store.readRange(0, 10);
+      assert.deepEqual(stored, rows, 'rows read back exactly as written, unicode included');
+    });
+
+    test('a seal function that throws leaves nothing behind', async () => {
+      const before = await store.head();
+      await assert.rejects(store.appendSealed(() => { throw new Error('seal refused'); }), /seal refused/);
+      assert.deepEqual(await store.head(), before);
+    });
+
+    test('a batch that fails half way is rolled back whole', async () => {
+      const before = await store.head();
+      await assert.rejects(
+        store.appendSealed((head) => {
+          const rows = seal(head, [event(10), event(11)]);
+          const dup: StoredAuditRow = { ...(rows[1] as StoredAuditRow), seq: rows[0]?.seq ?? 0 };
+          return [rows[0] as StoredAuditRow, dup];
+        }),
+      );
+      assert.deepEqual(await store.head(), before);
+      assert.equal((await store.readRange(before.seq, 10)).length, 0);
+    });
+
+    test('concurrent appends never fork the chain', async () => {
+      const peer = (await factory.openPeer?.()) ?? store;
+      try {
+        const start = (await store.head()).seq;
+        await Promise.all(
+          Array.from({ length: 40 }, (_, i) => (i % 2 === 0 ? store : peer).appendSealed((head) => seal(head, [event(100 + i), event(200 + i)]))),
+        );
+        const head = await store.head();
+        assert.equal(head.seq, start + 80);
+        const result = await verifyChain(store);
+        assert.equal(result.ok, true, JSON.stringify(result));
+      } finally {
+        if (peer !== store) await peer.close();
+      }
+    });
+
+    test('query filters by action, correlation id, time and cursor, ascending, limited', async () => {
+      const base = (await store.head()).seq;
+      await store.appendSealed((head) =>
+        seal(head, [
+          event(1, { action: 'q.first', correlationId: 'corr-a', time: '2030-01-01T00:00:00.000Z' }),
+          event(2, { action: 'q.second', correlationId: 'corr-b', time: '2030-01-02T00:00:00.000Z' }),
+          event(3, { action: 'q.first', correlationId: 'corr-b', time: '2030-01-03T00:00:00.000Z' }),
+        ]),
+      );
+      assert.deepEqual((await store.query({ limit: 10, action: 'q.first' })).map((r) => r.seq), [base + 1, base + 3]);
+      assert.deepEqual((await store.query({ limit: 10, correlationId: 'corr-b' })).map((r) => r.seq), [base + 2, base + 3]);
+      assert.deepEqual((await store.query({ limit: 10, since: '2030-01-02T00:00:00.000Z' })).map((r) => r.seq), [base + 2, base + 3]);
+      assert.deepEqual((await store.query({ limit: 1, afterSeq: base + 1 })).map((r) => r.seq), [base + 2]);
+      assert.equal((await verifyChain(store)).ok, true);
+    });
+
+    test('admin principals: insert, unique active names, get, list, token rotation', async () => {
+      assert.equal(await store.insertPrincipal(principal('00000000000000a1', 'alice', 'admin')), true);
+      assert.equal(await store.insertPrincipal(principal('00000000000000a2', 'alice', 'operator')), false, 'active name is unique');
+      const got = await store.getPrincipal('00000000000000a1');
+      assert.deepEqual(got, principal('00000000000000a1', 'alice', 'admin'));
+      assert.equal(await store.getPrincipal('ffffffffffffffff'), undefined);
+      assert.equal(await store.setPrincipalTokenHash('00000000000000a1', 'b'.repeat(64)), true);
+      assert.equal((await store.getPrincipal('00000000000000a1'))?.tokenHash, 'b'.repeat(64));
+      assert.equal(await store.setPrincipalTokenHash('ffffffffffffffff', 'b'.repeat(64)), false);
+      assert.equal(await store.countActivePrincipals(), 1);
+    });
+
+    test('admin principals: the last admin cannot be revoked; others can; names free up', async () => {
+      assert.equal(await store.revokePrincipal('00000000000000a1', '2026-02-01T00:00:00.000Z', 'admin'), 'last-of-role');
+      assert.equal(await store.revokePrincipal('ffffffffffffffff', '2026-02-01T00:00:00.000Z', 'admin'), 'not-found');
+      assert.equal(await store.insertPrincipal(principal('00000000000000b1', 'bob', 'auditor')), true);
+      assert.equal(await store.revokePrincipal('00000000000000b1', '2026-02-01T00:00:00.000Z', 'admin'), 'revoked');
+      assert.equal(await store.revokePrincipal('00000000000000b1', '2026-02-01T00:00:00.000Z', 'admin'), 'not-found', 'revoked twice');
+      assert.equal(await store.setPrincipalTokenHash('00000000000000b1', 'c'.repeat(64)), false, 'revoked principals keep their hash');
+      assert.equal(await store.insertPrincipal(principal('00000000000000b2', 'bob', 'auditor')), true, 'a revoked name can be reused');
+      assert.deepEqual((await store.listPrincipals()).map((p) => [p.id, p.revokedAt !== null]), [
+        ['00000000000000a1', false],
+        ['00000000000000b1', true],
+        ['00000000000000b2', false],
+      ]);
+    });
+
+    test('admin principals: two concurrent revocations cannot remove both of the last two admins', async () => {
+      const peer = (await factory.openPeer?.()) ?? store;
+      try {
+        assert.equal(await store.insertPrincipal(principal('00000000000000c1', 'carol', 'admin')), true);
+        const results = await Promise.all([
+          store.revokePrincipal('00000000000000a1', '2026-03-01T00:00:00.000Z', 'admin'),
+          peer.revokePrincipal('00000000000000c1', '2026-03-01T00:00:00.000Z', 'admin'),
+        ]);
+        assert.deepEqual([...results].sort(), ['last-of-role', 'revoked']);
+      } finally {
+        if (peer !== store) await peer.close();
+      }
+    });
+
+    // ---- identity ports ------------------------------------------------------
+    const caKey = (id: string, state: StoredCaKey['state']): StoredCaKey => ({
+      trustDomain: 'conformance.test',
+      id,
+      kind: 'jwt',
+      state,
+      alg: 'ES256',
+      createdAt: '2026-01-01T00:00:00.000Z',
+      notAfter: '2026-01-02T00:00:00.000Z',
+      publicJwk: { kty: 'EC', crv: 'P-256', x: 'eA', y: 'eQ' },
+      wrappedPrivateKey: { v: 1, kekId: 'k', wrappedDek: 'd', ciphertext: 'c' },
+    });
+
+    test('identity: CA key slots are put, replaced, listed per trust domain and deleted', async () => {
+      const ids = store.identity;
+      await ids.put(caKey('k1', 'prepared'));
+      await ids.put(caKey('k2', 'active'));
+      await ids.put({ ...caKey('k3', 'active'), trustDomain: 'other.test' });
+      await ids.put(caKey('k1', 'proved'));
+      const listed = [...(await ids.list('conformance.test'))].sort((a, b) => a.id.localeCompare(b.id));
+      assert.deepEqual(listed, [caKey('k1', 'proved'), caKey('k2', 'active')]);
+      await ids.delete('conformance.test', 'k1');
+      await ids.delete('conformance.test', 'missing');
+      assert.deepEqual((await ids.list('conformance.test')).map((k) => k.id), ['k2']);
+      assert.deepEqual((await ids.list('other.test')).map((k) => k.id), ['k3']);
+    });
+
+    test('identity: the bundle sequence starts at 0 and never goes backwards, across replicas', async () => {
+      const peer = (await factory.openPeer?.()) ?? store;
+      try {
+        assert.equal(await store.identity.readSequence('seq.test'), 0);
+        await store.identity.writeSequence('seq.test', 3);
+        assert.equal(await peer.identity.readSequence('seq.test'), 3);
+        await peer.identity.writeSequence('seq.test', 2);
+        assert.equal(await store.identity.readSequence('seq.test'), 3, 'a stale replica cannot move it back');
+        await Promise.all([store.identity.writeSequence('seq.test', 7), peer.identity.writeSequence('seq.test', 5)]);
+        assert.equal(await store.identity.readSequence('seq.test'), 7);
+      } finally {
+        if (peer !== store) await peer.close();
+      }
+    });
+
+    const entry = (id: string, revision = 1): RegistrationEntry => ({
+      id,
+      spiffeId: `spiffe://conformance.test/app/${id}`,
+      parentId: 'spiffe://conformance.test/writ/node/n1',
+      selectors: ['unix:uid:1000'],
+      dnsNames: ['app.internal'],
+      owner: { team: 'payments', contact: 'ana@example.com' },
+      createdAt: `2026-01-01T00:00:0${id.slice(-1)}.000Z`,
+      updatedAt: '2026-01-01T00:00:09.000Z',
+      createdBy: 'admin1',
+      revision,
+    });
+
+    test('identity: entries round-trip, update only at the expected revision, delete once', async () => {
+      const ids = store.identity;
+      await ids.insertEntry(entry('00000000000000e2'));
+      await ids.insertEntry(entry('00000000000000e1'));
+      assert.deepEqual(await ids.getEntry('00000000000000e1'), entry('00000000000000e1'));
+      assert.equal(await ids.getEntry('ffffffffffffffff'), undefined);
+      assert.deepEqual((await ids.listEntries()).map((e) => e.id), ['00000000000000e1', '00000000000000e2']);
+      const next = { ...entry('00000000000000e1', 2), x509SvidTtlSeconds: 600 };
+      assert.equal(await ids.updateEntry(next, 1), true);
+      assert.equal(await ids.updateEntry({ ...next, revision: 3 }, 1), false, 'stale revision');
+      assert.deepEqual(await ids.getEntry('00000000000000e1'), next);
+      assert.equal(await ids.deleteEntry('00000000000000e1'), true);
+      assert.equal(await ids.deleteEntry('00000000000000e1'), false);
+      assert.equal(await ids.updateEntry({ ...next, revision: 3 }, 2), false, 'gone');
+    });
+
+    const joinToken = (id: string, expiresAt: string): JoinTokenRecord => ({
+      id,
+      tokenHash: id.repeat(4),
+      createdAt: '2026-01-01T00:00:00.000Z',
+      expiresAt,
+      createdBy: 'admin1',
+      selectors: ['join_token:env:prod'],
+      usedAt: null,
+      nodeId: null,
+    });
+
+    test('identity: a join token is consumed once; used, expired and unknown tokens say so', async () => {
+      const ids = store.identity;
+      await ids.insertJoinToken(joinToken('000000000000a001', '2026-01-01T00:10:00.000Z'));
+      await ids.insertJoinToken(joinToken('000000000000a002', '2026-01-01T00:01:00.000Z'));
+      const first = await ids.consumeJoinToken('000000000000a001'.repeat(4), '2026-01-01T00:05:00.000Z', 'node-a');
+      assert.equal(first.status, 'consumed');
+      assert.deepEqual(first.status === 'consumed' ? first.token : undefined, { ...joinToken('000000000000a001', '2026-01-01T00:10:00.000Z'), usedAt: '2026-01-01T00:05:00.000Z', nodeId: 'node-a' });
+      assert.equal((await ids.consumeJoinToken('000000000000a001'.repeat(4), '2026-01-01T00:06:00.000Z', 'node-b')).status, 'used');
+      assert.equal((await ids.consumeJoinToken('000000000000a002'.repeat(4), '2026-01-01T00:05:00.000Z', 'node-c')).status, 'expired');
+      assert.equal((await ids.consumeJoinToken('f'.repeat(64), '2026-01-01T00:05:00.000Z', 'node-d')).status, 'unknown');
+      assert.deepEqual((await ids.listJoinTokens()).map((t) => [t.id, t.nodeId]), [['000000000000a001', 'node-a'], ['000000000000a002', null]]);
+    });
+
+    test('identity: two replicas consuming one join token at once: exactly one wins', async () => {
+      const peer = (await factory.openPeer?.()) ?? store;
+      try {
+        await store.identity.insertJoinToken(joinToken('000000000000a003', '2026-01-01T00:10:00.000Z'));
+        const results = await Promise.all(
+          Array.from({ length: 8 }, (_, i) => (i % 2 === 0 ? store : peer).identity.consumeJoinToken('000000000000a003'.repeat(4), '2026-01-01T00:05:00.000Z', `node-${i}`)),
+        );
+        assert.deepEqual(results.map((r) => r.status).sort(), ['consumed', 'used', 'used', 'used', 'used', 'used', 'used', 'used']);
+      } finally {
+        if (peer !== store) await peer.close();
+      }
+    });
+
+    const node = (id: string): NodeRecord => ({
+      id,
+      spiffeId: `spiffe://conformance.test/writ/node/${id}`,
+      attestationType: 'join_token',
+      selectors: ['join_token:id:000000000000a001'],
+      attestedAt: '2026-01-01T00:05:00.000Z',
+      svidSerial: '01',
+      svidNotAfter: '2026-01-01T01:05:00.000Z',
+      lastSeenAt: null,
+      evictedAt: null,
+    });
+
+    test('identity: nodes are inserted, renewed, listed and evicted once; an evicted node is not renewed', async () => {
+      const ids = store.identity;
+      await ids.insertNode(node('node-a'));
+      assert.deepEqual(await ids.getNode('node-a'), node('node-a'));
+      assert.equal(await ids.renewNodeSvid('node-a', '02', '2026-01-01T02:00:00.000Z', '2026-01-01T01:00:00.000Z'), true);
+      assert.deepEqual(await ids.getNode('node-a'), { ...node('node-a'), svidSerial: '02', svidNotAfter: '2026-01-01T02:00:00.000Z', lastSeenAt: '2026-01-01T01:00:00.000Z' });
+      assert.equal(await ids.evictNode('node-a', '2026-01-01T01:30:00.000Z'), true);
+      assert.equal(await ids.evictNode('node-a', '2026-01-01T01:31:00.000Z'), false);
+      assert.equal(await ids.evictNode('missing', '2026-01-01T01:31:00.000Z'), false);
+      assert.equal(await ids.renewNodeSvid('node-a', '03', '2026-01-01T03:00:00.000Z', '2026-01-01T02:00:00.000Z'), false);
+      assert.equal((await ids.getNode('node-a'))?.evictedAt, '2026-01-01T01:30:00.000Z');
+      assert.deepEqual((await ids.listNodes()).map((n) => n.id), ['node-a']);
+    });
+
+    test('identity: the replay cache refuses a key it holds until it expires, across replicas', async () => {
+      const peer = (await factory.openPeer?.()) ?? store;
+      try {
+        assert.equal(await store.identity.remember('oidc:iss:jti-1', '2026-01-01T00:10:00.000Z', '2026-01-01T00:00:00.000Z'), true);
+        assert.equal(await peer.identity.remember('oidc:iss:jti-1', '2026-01-01T00:10:00.000Z', '2026-01-01T00:05:00.000Z'), false);
+        assert.equal(await store.identity.remember('oidc:iss:jti-1', '2026-01-01T00:20:00.000Z', '2026-01-01T00:10:00.000Z'), true, 'expired keys may be used again');
+        const results = await Promise.all(Array.from({ length: 6 }, (_, i) => (i % 2 === 0 ? store : peer).identity.remember('req:x', '2026-01-01T01:00:00.000Z', '2026-01-01T00:30:00.000Z')));
+        assert.equal(results.filter((r) => r).length, 1);
+      } finally {
+        if (peer !== store) await peer.close();
+      }
+    });
+
+    const lease = (id: string, o: Partial<Lease> = {}): Lease => ({
+      id, kind: 'postgres', subject: 'spiffe://example.org/ci', taskId: null, audience: 'postgres:main', state: 'pending',
+      createdAt: '2026-01-01T00:00:00.000Z', expiresAt: '2026-01-01T00:10:00.000Z', maxExpiresAt: '2026-01-01T01:00:00.000Z',
+      revokedAt: null, revokeReason: null, handle: { engine: 'main', username: `writ_${id}` }, ...o,
+    });
+
+    test('credentials: lease rows round-trip and change state by compare-and-set, across replicas', async () => {
+      const c = store.credentials;
+      await c.insertLease(lease('a00000000000000000000001'));
+      assert.deepEqual(await c.getLease('a00000000000000000000001'), lease('a00000000000000000000001'));
+      assert.equal(await c.getLease('missing'), undefined);
+      const active = await c.updateLease('a00000000000000000000001', ['pending'], { state: 'active' });
+      assert.equal(active?.state, 'active');
+      assert.equal(await c.updateLease('a00000000000000000000001', ['pending'], { state: 'active' }), undefined, 'a CAS from the wrong state changes nothing');
+      const peer = (await factory.openPeer?.()) ?? store;
+      try {
+        const racers = await Promise.all(Array.from({ length: 6 }, (_, i) => (i % 2 === 0 ? store : peer).credentials.updateLease('a00000000000000000000001', ['pending', 'active'], { state: 'revoked', revokedAt: '2026-01-01T00:05:00.000Z', revokeReason: `r${i}` })));
+        assert.equal(racers.filter((r) => r !== undefined).length, 1, 'exactly one revoker wins');
+      } finally {
+        if (peer !== store) await peer.close();
+      }
+      const done = await c.getLease('a00000000000000000000001');
+      assert.equal(done?.state, 'revoked');
+      assert.equal(done?.revokedAt, '2026-01-01T00:05:00.000Z');
+    });
+
+    test('credentials: leases list by task, subject, prefix, state and time, and count live ones', async () => {
+      const c = store.credentials;
+      await c.insertLeases([
+        lease('b00000000000000000000001', { taskId: 'task_1', subject: 'spiffe://example.org/ns/a/x', state: 'active' }),
+        lease('b00000000000000000000002', { taskId: 'task_1', subject: 'spiffe://example.org/ns/a/y', createdAt: '2026-01-01T00:01:00.000Z' }),
+        lease('b00000000000000000000003', { taskId: 'task_2', subject: 'spiffe://example.org/ns/b/x', state: 'active', expiresAt: '2026-01-01T00:02:00.000Z' }),
+        lease('b00000000000000000000004', { taskId: 'task_1', subject: 'spiffe://example.org/ns/a/x', state: 'revoked' }),
+      ]);
+      const ids = (ls: readonly Lease[]) => ls.map((l) => l.id);
+      assert.deepEqual(ids(await c.listLeases({ taskId: 'task_1', states: ['pending', 'active'] })), ['b00000000000000000000001', 'b00000000000000000000002']);
+      assert.deepEqual(ids(await c.listLeases({ subject: 'spiffe://example.org/ns/a/x' })), ['b00000000000000000000001', 'b00000000000000000000004']);
+      assert.deepEqual(ids(await c.listLeases({ subjectPrefix: 'spiffe://example.org/ns/a/', states: ['active', 'pending'] })), ['b00000000000000000000001', 'b00000000000000000000002']);
+      assert.deepEqual(ids(await c.listLeases({ subjectPrefix: 'spiffe://example.org/ns/b/', expiresBefore: '2026-01-01T00:03:00.000Z' })), ['b00000000000000000000003']);
+      assert.deepEqual(ids(await c.listLeases({ taskId: 'task_1', states: ['pending'], createdBefore: '2026-01-01T00:00:30.000Z' })), []);
+      assert.deepEqual(ids(await c.listLeases({ taskId: 'task_1', limit: 1 })), ['b00000000000000000000001']);
+      assert.deepEqual(await c.listLeases({ states: [] }), []);
+      assert.equal(await c.countLiveLeases({ taskId: 'task_1' }, '2026-01-01T00:00:00.000Z'), 2);
+      assert.equal(await c.countLiveLeases({ subject: 'spiffe://example.org/ns/a/x' }, '2026-01-01T00:00:00.000Z'), 1);
+      assert.equal(await c.countLiveLeases({ taskId: 'task_2' }, '2026-01-01T00:05:00.000Z'), 0, 'an expired lease is not live');
+      const moved = await c.updateLeasesByIds(['b00000000000000000000001', 'b00000000000000000000002', 'b00000000000000000000004', 'missing'], ['pending', 'active'], { state: 'revoked', revokedAt: '2026-01-01T00:06:00.000Z', revokeReason: 'bulk' });
+      assert.deepEqual(ids(moved).sort(), ['b00000000000000000000001', 'b00000000000000000000002'], 'only live rows move');
+      assert.equal((await c.getLease('b00000000000000000000002'))?.revokeReason, 'bulk');
+      assert.deepEqual(await c.updateLeasesByIds([], ['active'], { state: 'revoked' }), []);
+    });
+
+    test('credentials: tasks end once, and overdue ones are listed', async () => {
+      const c = store.credentials;
+      const task: Task = { id: 'task_c1', owner: 'spiffe://example.org/ci', description: 'deploy', scopes: ['db:read'], state: 'active', createdAt: '2026-01-01T00:00:00.000Z', deadline: '2026-01-01T01:00:00.000Z', endedAt: null, endedBy: null };
+      await c.insertTask(task);
+      await c.insertTask({ ...task, id: 'task_c2', deadline: '2026-01-01T00:30:00.000Z' });
+      assert.deepEqual(await c.getTask('task_c1'), task);
+      assert.deepEqual((await c.listOverdueTasks('2026-01-01T00:45:00.000Z', 10)).map((t) => t.id), ['task_c2']);
+      const ended = await c.endTask('task_c1', 'completed', '2026-01-01T00:10:00.000Z', 'admin:x');
+      assert.deepEqual(ended, { ...task, state: 'completed', endedAt: '2026-01-01T00:10:00.000Z', endedBy: 'admin:x' });
+      assert.equal(await c.endTask('task_c1', 'expired', '2026-01-01T00:11:00.000Z', 'system:writ'), undefined);
+      assert.equal(await c.getTask('nope'), undefined);
+    });
+
+    test('a closed store says it is unavailable', async () => {
+      const extra = (await factory.openPeer?.()) ?? undefined;
+      if (extra === undefined) return;
+      await extra.close();
+      await assert.rejects(extra.ping(), (e: { code?: string }) => e.code === 'ERR_STORE_UNAVAILABLE');
+    });
+  });
+}
