@@ -27,6 +27,7 @@ function startChild(dataDir: string, env: Record<string, string>): Promise<{ chi
   });
   return new Promise((resolveUrl, reject) => {
     let out = '';
+    let errOut = '';
     const onData = (c: Buffer) => {
       out += c.toString();
       const m = /"url":"(http:\/\/127\.0\.0\.1:\d+)".*"msg":"writ listening"/.exec(out);
@@ -37,8 +38,10 @@ function startChild(dataDir: string, env: Record<string, string>): Promise<{ chi
       }
     };
     child.stdout?.on('data', onData);
-    child.stderr?.resume();
-    child.once('exit', (code) => reject(new Error(`writ up exited early with ${code}: ${out.slice(-500)}`)));
+    child.stderr?.on('data', (c: Buffer) => {
+      errOut = (errOut + c.toString()).slice(-2000);
+    });
+    child.once('exit', (code) => reject(new Error(`writ up exited early with ${code}: ${out.slice(-500)} ${errOut.slice(-500)}`)));
   });
 }
 
