@@ -212,6 +212,8 @@ export async function startTlsListener(o: { app: FastifyInstance; issuer: Identi
     // No session tickets: a resumed session may not carry the client's chain, and each connection is verified afresh.
     secureOptions: constants.SSL_OP_NO_TICKET,
     requestTimeout: config['http.requestTimeoutMs'],
+    // As Fastify's own listener: idle keep-alive connections live 72 s.
+    keepAliveTimeout: 72_000,
   }, (req, res) => app.routing(req, res));
 
   let timer: NodeJS.Timeout | undefined;
