@@ -222,7 +222,7 @@ function evidenceOf(v: Values, io: Io): () => Promise<NodeAttestationEvidence> {
 }
 
 /** How the agent reaches the server's node API; replaceable so tests can run the agent against a fake. */
-export type NodeApiFactory = (serverUrl: string, io: Io) => NodeApi;
+export type NodeApiFactory = (serverUrl: string, io: Io, options: { readonly mtlsUrl?: string }) => NodeApi;
 
 /**
  * The `writ agent` command with a given node API factory.
@@ -234,9 +234,10 @@ export function agentCommand(nodeApiFor: NodeApiFactory): Command {
   return {
     name: 'agent',
     summary: 'run the node agent: attest this node and serve the SPIFFE Workload API on a Unix socket',
-    usage: 'writ agent --server URL (--join-token TOKEN | --oidc-token-file FILE) --socket PATH [--data-dir DIR]',
+    usage: 'writ agent --server URL [--server-mtls URL] (--join-token TOKEN | --oidc-token-file FILE) --socket PATH [--data-dir DIR]',
     options: {
       server: { type: 'string' },
+      'server-mtls': { type: 'string' },
       'join-token': { type: 'string' },
       'oidc-token-file': { type: 'string' },
       socket: { type: 'string' },
@@ -246,6 +247,7 @@ export function agentCommand(nodeApiFor: NodeApiFactory): Command {
     },
     help: {
       '--server URL': 'the Writ server (env WRIT_SERVER)',
+      '--server-mtls URL': 'the server\'s mutual-TLS listener (https://host:port); by default the one the server advertises. Once attested, the agent calls it with its node SVID as client certificate and requires the server SVID spiffe://<trust domain>/writ/server',
       '--join-token TOKEN': 'single-use join token from `writ token create` (env WRIT_JOIN_TOKEN); needed only until the node has a saved credential',
       '--oidc-token-file FILE': 'attest with the OIDC/JWT token in FILE (for example a Kubernetes projected service-account token); re-read at each attestation',
       '--socket PATH': `Workload API socket path or unix:///path (env ${SPIFFE_ENDPOINT_SOCKET})`,
@@ -263,8 +265,10 @@ export function agentCommand(nodeApiFor: NodeApiFactory): Command {
       if (!Number.isFinite(sync) || sync <= 0) throw new CliError('--sync-interval must be a positive number of seconds', 'ERR_CLI_USAGE', 2);
       const level = (v['log-level'] as string | undefined) ?? 'info';
       if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(level)) throw new CliError(`--log-level \`${level}\` is not a level`, 'ERR_CLI_USAGE', 2);
+      const mtlsUrl = v['server-mtls'] as string | undefined;
+      if (mtlsUrl !== undefined && !/^https:\/\/[^\s/?#]+\/?$/.test(mtlsUrl)) throw new CliError('--server-mtls must be https://host:port', 'ERR_CLI_USAGE', 2);
       const running = await startAgent({
-        nodeApi: nodeApiFor(serverUrl, io),
+        nodeApi: nodeApiFor(serverUrl, io, mtlsUrl === undefined ? {} : { mtlsUrl }),
         evidence,
         socketPath,
         dataDir,
@@ -352,4 +356,4 @@ const agentStatus: Command = {
 };
 
 /** The agent's commands. */
-export const AGENT_COMMANDS: readonly Command[] = [agentCommand((url) => new HttpNodeApi(url)), agentStatus];
+export const AGENT_COMMANDS: readonly Command[] = [agentCommand((url, _io, o) => new HttpNodeApi(url, o)), agentStatus];

@@ -1,17 +1,28 @@
 /**
  * The agent's client of the Writ server's node API (docs/identity-api.md):
  * `POST /node/v1/attest` with the evidence and a public key, then every call
- * signed with the node SVID key (`Authorization: WritNode <jws>`, bound to
- * method, path and body), and the public `GET /bundle`.
+ * authenticated by the node SVID, and the public `GET /bundle`.
+ *
+ * Once the agent holds a node SVID and knows the server's mutual-TLS listener
+ * (from `--server-mtls`, or advertised by the server in the `mtls` member of
+ * the attest, renew and entries answers), its calls go there with the node
+ * SVID as TLS client certificate, and the server must present the X.509-SVID
+ * `spiffe://<td>/writ/server` chaining to the trust bundle the agent holds;
+ * anything else is refused before a byte of the request is sent. Without a
+ * TLS listener, the calls are signed instead (`Authorization: WritNode <jws>`,
+ * bound to method, path and body).
  *
  * Failures become WritErrors the agent classifies (node-api.ts): the server's
  * own code and status when it answered, `ERR_IDENTITY_AGENT_SERVER_UNAVAILABLE`
  * (503) when it could not be reached, `ERR_IDENTITY_AGENT_RESPONSE_INVALID`
  * when the answer is not what the API documents.
  */
-import { systemClock, WritError } from '../kernel/index.ts';
+import { createPrivateKey } from 'node:crypto';
+import { request as httpsRequest } from 'node:https';
+import type { PeerCertificate } from 'node:tls';
+import { SpiffeId, systemClock, WritError } from '../kernel/index.ts';
 import type { Clock } from '../kernel/index.ts';
-import { agentErrors, signNodeRequest } from '../identity/index.ts';
+import { TrustBundle, agentErrors, certificatesToPem, serverSpiffeId, signNodeRequest } from '../identity/index.ts';
 import type { AgentEntry, AgentNodeCredential, IssuedJwtSvid, IssuedNodeSvid, IssuedX509Svid, NodeApi, NodeAttestationEvidence } from '../identity/index.ts';
 
 const TIMEOUT_MS = 10_000;
@@ -46,6 +57,24 @@ function svidOf(v: unknown): { spiffeId: string; certChainDer: Uint8Array[]; not
   return { spiffeId: str(s.spiffeId, 'svid.spiffeId'), certChainDer: chain(s.certChain), notBeforeMs: time(s.notBefore, 'svid.notBefore'), notAfterMs: time(s.notAfter, 'svid.notAfter') };
 }
 
+/** Options of {@link HttpNodeApi}. */
+export interface HttpNodeApiOptions {
+  readonly clock?: Clock;
+  /**
+   * The server's mutual-TLS listener (`https://host:port`). When given, it is
+   * used for every call made with a node credential and what the server
+   * advertises is ignored; when absent, the advertised one is used.
+   */
+  readonly mtlsUrl?: string;
+}
+
+/** The URI SANs of a peer certificate (Node's `subjectaltname` text). */
+function uriSans(cert: PeerCertificate): string[] {
+  const out: string[] = [];
+  for (const part of (cert.subjectaltname ?? '').split(', ')) if (part.startsWith('URI:')) out.push(part.slice(4));
+  return out;
+}
+
 /**
  * @example
  * const api = new HttpNodeApi('http://127.0.0.1:7400');
@@ -54,28 +83,81 @@ function svidOf(v: unknown): { spiffeId: string; certChainDer: Uint8Array[]; not
 export class HttpNodeApi implements NodeApi {
   readonly #base: string;
   readonly #clock: Clock;
+  readonly #pinnedMtls: string | undefined;
+  #advertisedMtls: string | undefined;
+  /** PEM of the X.509 authorities of the last bundle the server sent. */
+  #bundlePem: string | undefined;
 
-  constructor(serverUrl: string, clock: Clock = systemClock) {
+  constructor(serverUrl: string, options: Clock | HttpNodeApiOptions = {}) {
     this.#base = serverUrl.replace(/\/+$/, '');
-    this.#clock = clock;
+    const o: HttpNodeApiOptions = 'nowMs' in options ? { clock: options } : options;
+    this.#clock = o.clock ?? systemClock;
+    if (o.mtlsUrl !== undefined) {
+      let u: URL | undefined;
+      try {
+        u = new URL(o.mtlsUrl);
+      } catch {
+        u = undefined;
+      }
+      if (u?.protocol !== 'https:') throw new TypeError('the mutual-TLS URL must be https://host:port');
+      this.#pinnedMtls = u.origin;
+    }
+  }
+
+  /** The mutual-TLS base URL calls with a node credential go to, if any. */
+  get mtlsUrl(): string | undefined {
+    return this.#pinnedMtls ?? this.#advertisedMtls;
+  }
+
+  /** Learn the advertised TLS listener and the bundle from an answer. */
+  #learn(json: unknown): void {
+    if (json === null || typeof json !== 'object') return;
+    const r = json as { mtls?: { url?: unknown }; bundle?: unknown; keys?: unknown };
+    if (r.mtls !== undefined && typeof r.mtls.url === 'string') {
+      try {
+        const u = new URL(r.mtls.url);
+        if (u.protocol === 'https:') this.#advertisedMtls = u.origin;
+      } catch {
+        // not a URL: keep what we had
+      }
+    }
+    const doc = r.bundle ?? (Array.isArray(r.keys) ? r : undefined);
+    if (doc !== undefined) this.#rememberBundle(doc);
+  }
+
+  #rememberBundle(doc: unknown): void {
+    try {
+      // The trust domain is only a label here: the PEM is what TLS verification uses.
+      const pem = TrustBundle.parse(doc, 'bundle.invalid').toPem();
+      if (pem !== '') this.#bundlePem = pem;
+    } catch {
+      // an unusable bundle does not replace a usable one
+    }
   }
 
   async #call(method: 'GET' | 'POST', path: string, body: unknown, credential: AgentNodeCredential | undefined): Promise<unknown> {
     const text = body === undefined ? undefined : JSON.stringify(body);
     const headers: Record<string, string> = { accept: 'application/json' };
     if (text !== undefined) headers['content-type'] = 'application/json';
-    if (credential !== undefined) {
-      headers.authorization = await signNodeRequest({ chain: credential.certChainDer, privateKey: credential.privateKeyPkcs8Der }, { method, path, ...(text === undefined ? {} : { body: text }) }, this.#clock);
-    }
-    let res: Response;
+    const mtls = this.mtlsUrl;
+    let status: number;
     let answer: string;
-    try {
-      res = await fetch(`${this.#base}${path}`, { method, headers, ...(text === undefined ? {} : { body: text }), signal: AbortSignal.timeout(TIMEOUT_MS) });
-      answer = await res.text();
-    } catch (e) {
-      const why = (e as { cause?: { code?: string } }).cause?.code ?? (e as Error).name;
-      throw agentErrors.error('ERR_IDENTITY_AGENT_SERVER_UNAVAILABLE', `cannot reach the writ server at ${this.#base} (${why})`, { cause: e });
+    if (credential !== undefined && mtls !== undefined) {
+      ({ status, answer } = await this.#mtlsCall(mtls, method, path, headers, text, credential));
+    } else {
+      if (credential !== undefined) {
+        headers.authorization = await signNodeRequest({ chain: credential.certChainDer, privateKey: credential.privateKeyPkcs8Der }, { method, path, ...(text === undefined ? {} : { body: text }) }, this.#clock);
+      }
+      try {
+        const res = await fetch(`${this.#base}${path}`, { method, headers, ...(text === undefined ? {} : { body: text }), signal: AbortSignal.timeout(TIMEOUT_MS) });
+        answer = await res.text();
+        status = res.status;
+      } catch (e) {
+        const why = (e as { cause?: { code?: string } }).cause?.code ?? (e as Error).name;
+        throw agentErrors.error('ERR_IDENTITY_AGENT_SERVER_UNAVAILABLE', `cannot reach the writ server at ${this.#base} (${why})`, { cause: e });
+      }
     }
+    const res = { status };
     let json: unknown;
     try {
       json = answer === '' ? undefined : JSON.parse(answer);
@@ -89,7 +171,60 @@ export class HttpNodeApi implements NodeApi {
       throw new WritError(code, res.status, message);
     }
     if (json === undefined) throw agentErrors.error('ERR_IDENTITY_AGENT_RESPONSE_INVALID', `the server's answer to ${method} ${path} is not JSON`);
+    this.#learn(json);
     return json;
+  }
+
+  /**
+   * One call over mutual TLS: the node SVID and its key as client
+   * certificate; the server must present an X.509-SVID chaining to the
+   * bundle with exactly the URI SAN `spiffe://<node's trust domain>/writ/server`.
+   */
+  #mtlsCall(base: string, method: string, path: string, headers: Record<string, string>, text: string | undefined, credential: AgentNodeCredential): Promise<{ status: number; answer: string }> {
+    const ca = this.#bundlePem;
+    if (ca === undefined) return Promise.reject(agentErrors.error('ERR_IDENTITY_AGENT_SERVER_UNTRUSTED', `no trust bundle yet to verify the writ server at ${base}`));
+    const td = SpiffeId.parse(credential.spiffeId).trustDomain;
+    const expected = serverSpiffeId(td);
+    const url = new URL(path, base);
+    return new Promise((resolve, reject) => {
+      let untrusted: string | undefined;
+      const req = httpsRequest({
+        protocol: 'https:',
+        hostname: url.hostname.replace(/^\[|\]$/g, ''),
+        port: url.port === '' ? 443 : Number(url.port),
+        path: url.pathname + url.search,
+        method,
+        headers: { ...headers, ...(text === undefined ? {} : { 'content-length': String(Buffer.byteLength(text)) }) },
+        cert: certificatesToPem(credential.certChainDer),
+        key: createPrivateKey({ key: Buffer.from(credential.privateKeyPkcs8Der), format: 'der', type: 'pkcs8' }).export({ format: 'pem', type: 'pkcs8' }).toString(),
+        // OpenSSL validates the server's chain against the bundle's authorities (and serverAuth);
+        // the SPIFFE ID replaces the host name check (X509-SVID §5).
+        ca,
+        rejectUnauthorized: true,
+        checkServerIdentity: (_host, cert) => {
+          const uris = uriSans(cert);
+          if (uris.length === 1 && uris[0] === expected) return undefined;
+          untrusted = `the writ server at ${base} presented ${uris.length === 1 ? `\`${(uris[0] ?? '').slice(0, 256)}\`` : `${uris.length} URI SANs`}, not \`${expected}\``;
+          return new Error(untrusted);
+        },
+        agent: false,
+        timeout: TIMEOUT_MS,
+      }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, answer: Buffer.concat(chunks).toString('utf8') }));
+        res.on('error', (e) => reject(agentErrors.error('ERR_IDENTITY_AGENT_SERVER_UNAVAILABLE', `the writ server at ${base} broke the connection`, { cause: e })));
+      });
+      req.on('timeout', () => req.destroy(new Error('timeout')));
+      req.on('error', (e: NodeJS.ErrnoException) => {
+        const code = e.code ?? e.message;
+        if (untrusted !== undefined) reject(agentErrors.error('ERR_IDENTITY_AGENT_SERVER_UNTRUSTED', untrusted, { cause: e }));
+        else if (/CERT|SELF_SIGNED|UNABLE_TO|SIGNATURE/.test(code)) reject(agentErrors.error('ERR_IDENTITY_AGENT_SERVER_UNTRUSTED', `the writ server at ${base} presented a certificate that does not chain to the trust bundle (${code})`, { cause: e }));
+        else reject(agentErrors.error('ERR_IDENTITY_AGENT_SERVER_UNAVAILABLE', `cannot reach the writ server at ${base} (${code})`, { cause: e }));
+      });
+      if (text !== undefined) req.write(text);
+      req.end();
+    });
   }
 
   async attest(evidence: NodeAttestationEvidence, publicKey: Uint8Array): Promise<IssuedNodeSvid> {

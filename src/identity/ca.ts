@@ -299,6 +299,17 @@ export class CaManager {
     return this.#bundle;
   }
 
+  /**
+   * The DER certificates between this CA's X.509-SVIDs and the bundle roots
+   * (signing CAs and upstream intermediates of every kept X.509 slot), for a
+   * verifier that got a leaf without its chain.
+   */
+  x509Intermediates(): readonly Uint8Array[] {
+    const out: Uint8Array[] = [];
+    for (const s of this.#slots.values()) if (s.kind === 'x509') out.push(...s.authority.intermediates);
+    return out;
+  }
+
   /** Public facts about every slot. */
   keys(): readonly CaKeyInfo[] {
     return [...this.#slots.values()].map((s) => Object.freeze({

@@ -17,6 +17,8 @@ import { entryErrors } from './entry-errors.ts';
 export const RESERVED_PATH_PREFIX = '/writ/';
 /** Path prefix of node SPIFFE IDs: `spiffe://<td>/writ/node/<node id>`. */
 export const NODE_PATH_PREFIX = '/writ/node/';
+/** Path of the Writ server's own SPIFFE ID (its TLS listener's X.509-SVID): `spiffe://<td>/writ/server`. */
+export const SERVER_PATH = '/writ/server';
 
 /** Who answers for an identity. */
 export interface EntryOwner {
@@ -87,6 +89,11 @@ function field(message: string): WritError {
 /** The SPIFFE ID of node `nodeId` in `td`. */
 export function nodeSpiffeId(td: TrustDomain, nodeId: string): string {
   return td.newId(`${NODE_PATH_PREFIX}${nodeId}`).toString();
+}
+
+/** The Writ server's own SPIFFE ID in `td`. */
+export function serverSpiffeId(td: TrustDomain): string {
+  return td.newId(SERVER_PATH).toString();
 }
 
 /** The node id in a node SPIFFE ID of `td`, or undefined when it is not one. */

@@ -46,9 +46,11 @@ export {
   entryAppliesToNode,
   nodeSpiffeId,
   nodeIdOf,
+  serverSpiffeId,
   checkSelector,
   ENTRY_FIELDS,
   NODE_PATH_PREFIX,
+  SERVER_PATH,
   RESERVED_PATH_PREFIX,
 } from './entries.ts';
 export type { EntrySpec, EntryOwner, EntryLimits, RegistrationEntry, NodeIdentity } from './entries.ts';

@@ -11,13 +11,13 @@ import type { TrustBundle } from './bundle.ts';
 import type { CaManager, CaKeyInfo, DueStep } from './ca.ts';
 import type { CaKeyKind, IdentityStore, JoinTokenRecord, NodeRecord } from './ports.ts';
 import { entryErrors } from './entry-errors.ts';
-import { checkSelector, entryAppliesToNode, nodeSpiffeId, normalizeEntrySpec, patchEntrySpec } from './entries.ts';
+import { checkSelector, entryAppliesToNode, nodeIdOf, nodeSpiffeId, normalizeEntrySpec, patchEntrySpec, serverSpiffeId } from './entries.ts';
 import type { EntryLimits, EntrySpec, RegistrationEntry } from './entries.ts';
 import { attestationErrors } from './attestation/errors.ts';
 import { newJoinToken, parseJoinToken } from './attestation/join-token.ts';
 import type { OidcAttestor } from './attestation/oidc.ts';
 import { verifyNodeRequest } from './attestation/node-request.ts';
-import type { X509Svid } from './x509-svid.ts';
+import type { ValidatedX509Svid, X509Svid } from './x509-svid.ts';
 import type { JwtSvid } from './jwt-svid.ts';
 import type { Secret } from '../kernel/index.ts';
 
@@ -269,6 +269,49 @@ export class IdentityIssuer {
     // Allow is the only explicit branch: an evicted node gets nothing more.
     if (node.evictedAt === null) return node;
     throw attestationErrors.error('ERR_ATTEST_NODE_EVICTED', `node \`${node.id}\` was evicted`);
+  }
+
+  /**
+   * Authenticate a node by the X.509-SVID it presented as its TLS client
+   * certificate (already validated against this trust domain's bundle by the
+   * TLS layer, X509-SVID §5): it must be a node SVID of a known node that was
+   * not evicted. The TLS handshake proved possession of the key.
+   */
+  async authenticateNodeSvid(svid: ValidatedX509Svid): Promise<NodeRecord> {
+    const nodeId = nodeIdOf(this.ca.trustDomain, svid.spiffeId.toString());
+    if (nodeId === undefined) throw attestationErrors.error('ERR_ATTEST_NODE_UNAUTHENTICATED', 'the TLS client certificate is not a node SVID of this trust domain');
+    const node = await this.#store.getNode(nodeId);
+    if (node === undefined) throw attestationErrors.error('ERR_ATTEST_NODE_UNKNOWN', `node \`${nodeId}\` is not known`);
+    // Allow is the only explicit branch: an evicted node gets nothing more.
+    if (node.evictedAt === null) return node;
+    throw attestationErrors.error('ERR_ATTEST_NODE_EVICTED', `node \`${node.id}\` was evicted`);
+  }
+
+  /** The server's own SPIFFE ID (`spiffe://<td>/writ/server`). */
+  serverSpiffeId(): string {
+    return serverSpiffeId(this.ca.trustDomain);
+  }
+
+  /**
+   * Issue the X.509-SVID the server's TLS listener presents: its own SPIFFE
+   * ID, the DNS names clients connect to, and the key the listener generated
+   * (it never leaves the process). Audited as `svid.issued` (reason `server-tls`).
+   */
+  async issueServerSvid(publicKey: string, dnsNames: readonly string[], ctx: IssuerContext): Promise<X509Svid> {
+    const pem = publicKeyPem(publicKey);
+    const spiffeId = this.serverSpiffeId();
+    const svid = await this.ca.issueX509Svid({ spiffeId, publicKey: pem, dnsNames, ttlMs: this.#o.x509SvidTtlSeconds * 1000 });
+    await this.#event('svid.issued', ctx, { type: 'svid', id: svid.serialNumber.toLowerCase(), name: spiffeId }, {
+      kind: 'x509',
+      serialNumber: svid.serialNumber.toLowerCase(),
+      spiffeId,
+      entryId: null,
+      nodeId: null,
+      dnsNames,
+      ttlSeconds: Math.ceil((svid.notAfter.getTime() - svid.issuedAt.getTime()) / 1000),
+      expiresAt: svid.notAfter.toISOString(),
+    }, 'success', ['server-tls']);
+    return svid;
   }
 
   /** A fresh node SVID for an authenticated node (renewal, with a new key if the node rotated it). */

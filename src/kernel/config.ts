@@ -30,6 +30,9 @@ export type OptionSpec = OptionKind & {
 // Port 0–65535.
 const LISTEN = /^(?:\[[0-9a-fA-F:.]+\]|[a-zA-Z0-9.-]+):(?:6553[0-5]|655[0-2]\d|65[0-4]\d\d|6[0-4]\d{3}|[1-5]\d{4}|\d{1,4})$/;
 
+// The same, or empty (the listener is off).
+const LISTEN_OR_OFF = new RegExp(`^(?:|${LISTEN.source.slice(1, -1)})$`);
+
 /**
  * The schema. Keys are dotted paths; the file form nests them
  * (`{"audit": {"flushEvents": 100}}`), the environment form is
@@ -52,6 +55,9 @@ export const CONFIG_SCHEMA = {
   'admin.tokenFile': { kind: 'string', default: '', doc: 'where the bootstrap admin credential is written on first start (empty: `<dataDir>/admin.token`)' },
   'metrics.enabled': { kind: 'boolean', default: true, doc: 'serve Prometheus metrics at `/metrics`' },
   publicUrl: { kind: 'string', pattern: /^(?:|https?:\/\/[^\s/?#]+(?:\/[^\s?#]*)?)$/, patternHint: 'http(s)://host[:port][/path] or empty', default: '', doc: 'base URL clients reach this server at, used in discovery documents (AuthZEN `policy_decision_point`); empty: `http://<listen>`' },
+  'tls.listen': { kind: 'string', pattern: LISTEN_OR_OFF, patternHint: 'host:port, or empty for off', default: '', doc: 'address of the mutual-TLS listener (`host:port`; port 0 picks a free port; empty: off). It serves the same API as `listen` with an X.509-SVID of `spiffe://<trustDomain>/writ/server`, rotated at half its life, and asks for an optional client X.509-SVID: the node API and the OAuth token endpoint (`tls_client_auth`, certificate-bound tokens) use it; a client certificate that is not a valid SVID of the trust domain is refused' },
+  'tls.dnsNames': { kind: 'string', pattern: /^[a-zA-Z0-9.*-]+(?:,[a-zA-Z0-9.*-]+)*$/, patternHint: 'comma-separated DNS names', default: 'localhost', doc: 'DNS names in the TLS listener\'s server SVID, for clients that check host names (curl, browsers); SPIFFE clients check the SPIFFE ID instead' },
+  'tls.publicUrl': { kind: 'string', pattern: /^(?:|https:\/\/[^\s/?#]+)$/, patternHint: 'https://host[:port] or empty', default: '', doc: 'base URL clients reach the TLS listener at, advertised to agents and in the OAuth metadata (`mtls_endpoint_aliases`); empty: `https://<tls.listen>` (a wildcard or loopback address is named by the first of `tls.dnsNames`)' },
   'policy.dir': { kind: 'string', default: '', doc: 'folder of `.cedar` policies (plus optional `.cedarschema` and `entities.json`), loaded at start and reloaded on change; empty: the PDP serves an empty set and denies everything' },
   'policy.reloadDebounceMs': { kind: 'integer', min: 0, max: 60_000, default: 250, doc: 'after a change in the policy folder, wait this long for more changes before reloading' },
   'policy.timeoutMs': { kind: 'integer', min: 1, max: 60_000, default: 200, doc: 'budget for one policy decision, data gathering included; an overrun is a deny with reason `decision-timeout`' },

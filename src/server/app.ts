@@ -6,7 +6,7 @@
 import Fastify from 'fastify';
 import type { FastifyInstance, FastifyRequest, FastifyReply } from 'fastify';
 import swagger from '@fastify/swagger';
-import { correlationIdFrom, describeConfig } from '../kernel/index.ts';
+import { correlationIdFrom, describeConfig, systemClock } from '../kernel/index.ts';
 import type { WritConfig, AuditActor, AuditOutcome } from '../kernel/index.ts';
 import { roleAllows } from '../governance/index.ts';
 import type { AdminPrincipal, AdminPermission, AdminPrincipals } from '../governance/index.ts';
@@ -28,6 +28,7 @@ import { registerSignalRoutes } from './signals-routes.ts';
 import type { SignalService, SsfPushTransmitter, SetSigner } from '../signals/index.ts';
 import { registerOAuthRoutes } from './oauth-routes.ts';
 import type { ServedOAuth } from './oauth-routes.ts';
+import { registerClientCertCheck } from './tls-listener.ts';
 
 /** What the app is built from (the composition root wires these). */
 export interface AppDeps {
@@ -51,6 +52,8 @@ export interface AppDeps {
   readonly ssf?: { readonly transmitter: SsfPushTransmitter; readonly signer: SetSigner };
   /** The OAuth authorization server; its routes are served when present. */
   readonly oauth?: ServedOAuth;
+  /** The TLS listener's advertised URL, once it listens (read per request). */
+  readonly tls?: { readonly url: string | undefined };
 }
 
 declare module 'fastify' {
@@ -155,6 +158,10 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     if (typeof rid === 'string' && REQUEST_ID.test(rid)) void reply.header('x-request-id', rid);
   });
 
+  // Before anything else: a request on the TLS listener with a client certificate that is not a
+  // valid X.509-SVID is refused here (fail closed); req.clientCert holds the verified SVID otherwise.
+  if (deps.identity !== undefined) registerClientCertCheck(app, deps.identity, systemClock);
+
   // INVARIANT: no anonymous admin access. A route under /admin/ that forgot to
   // name its permission would skip the hook below, so it is refused when it
   // is registered rather than served open.
@@ -252,7 +259,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
 
   await registerAdminRoutes(app, { ...deps, describe: () => describeConfig(config) });
   if (deps.policy !== undefined) await registerPolicyRoutes(app, { policy: deps.policy, admins, audit });
-  if (deps.identity !== undefined) await registerIdentityRoutes(app, deps.identity);
+  if (deps.identity !== undefined) await registerIdentityRoutes(app, deps.identity, deps.tls);
   if (deps.credentials !== undefined) await registerCredentialRoutes(app, deps.credentials);
   if (deps.signals !== undefined) await registerSignalRoutes(app, { signals: deps.signals, audit, heartbeatMs: config['revocations.heartbeatMs'], ...(deps.ssf === undefined ? {} : { ssf: deps.ssf.transmitter, ssfSigner: deps.ssf.signer }) });
   if (deps.oauth !== undefined) await registerOAuthRoutes(app, deps.oauth, audit);

@@ -10,5 +10,6 @@ export const serverErrors = defineErrorCatalog('SERVER', {
   ERR_SERVER_TIMEOUT: { status: 408, description: 'the client did not send the whole request within `http.requestTimeoutMs`' },
   ERR_SERVER_INTERNAL: { status: 500, description: 'an unexpected error; the detail is in the server log under the correlation id, never in the response' },
   ERR_SERVER_UNAVAILABLE: { status: 503, description: 'the server is shutting down or a dependency it needs for this call (store, audit log) is not available' },
+  ERR_SERVER_CLIENT_CERT_INVALID: { status: 401, description: 'on the TLS listener, the client presented a certificate that is not a valid X.509-SVID of a trust domain this server trusts (expired, foreign, malformed, or not chaining to the bundle); the connection gets nothing (fail closed). Omit the certificate to call public routes' },
   ERR_SERVER_DATA_DIR_UNSAFE: { status: 500, description: 'the data folder or the admin token file is readable by other users' },
 });

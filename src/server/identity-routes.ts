@@ -11,7 +11,7 @@ import { join, resolve } from 'node:path';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { systemClock } from '../kernel/index.ts';
 import type { AuditActor, AuditSink, Clock, WritConfig } from '../kernel/index.ts';
-import { CaManager, IdentityIssuer, OidcAttestor, decodeKek, kekErrors, kekModeIsInsecure, parseOidcIssuers } from '../identity/index.ts';
+import { CaManager, IdentityIssuer, OidcAttestor, decodeKek, kekErrors, kekModeIsInsecure, nodeIdOf, parseOidcIssuers } from '../identity/index.ts';
 import type { CaKeyKind, IdentityStore, IssuerContext, NodeRecord, RegistrationEntry, X509Svid } from '../identity/index.ts';
 
 declare module 'fastify' {
@@ -195,7 +195,7 @@ function baseUrl(req: FastifyRequest): string {
  * @example
  * await registerIdentityRoutes(app, identity.issuer);
  */
-export async function registerIdentityRoutes(app: FastifyInstance, issuer: IdentityIssuer): Promise<void> {
+export async function registerIdentityRoutes(app: FastifyInstance, issuer: IdentityIssuer, tls?: { readonly url: string | undefined }): Promise<void> {
   const security = [{ adminToken: [] }];
   const common = { 401: errorResponse, 403: errorResponse };
 
@@ -229,7 +229,15 @@ export async function registerIdentityRoutes(app: FastifyInstance, issuer: Ident
     });
     scope.decorateRequest('rawBody', undefined);
 
-    const authenticate = (req: FastifyRequest): Promise<NodeRecord> => issuer.authenticateNode(req.headers.authorization, { method: req.method, path: req.url, body: req.rawBody });
+    // Over mutual TLS the node SVID is the client certificate (the handshake proved the key);
+    // otherwise, and for a client certificate that is not a node SVID, the request must be signed.
+    const authenticate = (req: FastifyRequest): Promise<NodeRecord> => {
+      const cert = req.clientCert;
+      if (cert?.status === 'valid' && nodeIdOf(issuer.ca.trustDomain, cert.svid.spiffeId.toString()) !== undefined) return issuer.authenticateNodeSvid(cert.svid);
+      return issuer.authenticateNode(req.headers.authorization, { method: req.method, path: req.url, body: req.rawBody });
+    };
+    // Where the node API is served over mutual TLS, and the SVID the server presents there.
+    const mtls = (): Record<string, unknown> => (tls?.url === undefined ? {} : { mtls: { url: tls.url, serverSpiffeId: issuer.serverSpiffeId() } });
 
     scope.post('/node/v1/attest', {
       schema: {
@@ -241,25 +249,25 @@ export async function registerIdentityRoutes(app: FastifyInstance, issuer: Ident
       const body = req.body as { method: string; token: string; publicKey: string };
       const { node, svid } = await issuer.attestNode(body, { actor: { type: 'anonymous', id: 'anonymous', ip: req.ip }, correlationId: req.correlationId });
       void reply.header('cache-control', 'no-store');
-      return { node: { id: node.id, spiffeId: node.spiffeId, selectors: node.selectors }, svid: svidJson(svid), bundle: issuer.bundle().toDocument() };
+      return { node: { id: node.id, spiffeId: node.spiffeId, selectors: node.selectors }, svid: svidJson(svid), bundle: issuer.bundle().toDocument(), ...mtls() };
     });
 
     scope.post('/node/v1/renew', {
-      schema: { summary: 'renew the node SVID (signed request)', tags: ['node'], body: { type: 'object', properties: { publicKey: publicKeySchema }, required: ['publicKey'], additionalProperties: false } },
+      schema: { summary: 'renew the node SVID (node SVID as TLS client certificate, or a signed request)', tags: ['node'], body: { type: 'object', properties: { publicKey: publicKeySchema }, required: ['publicKey'], additionalProperties: false } },
     }, async (req, reply) => {
       const node = await authenticate(req);
       const r = await issuer.renewNode(node, (req.body as { publicKey: string }).publicKey, nodeCtx(req, node));
       void reply.header('cache-control', 'no-store');
-      return { node: { id: r.node.id, spiffeId: r.node.spiffeId, selectors: r.node.selectors }, svid: svidJson(r.svid), bundle: issuer.bundle().toDocument() };
+      return { node: { id: r.node.id, spiffeId: r.node.spiffeId, selectors: r.node.selectors }, svid: svidJson(r.svid), bundle: issuer.bundle().toDocument(), ...mtls() };
     });
 
-    scope.get('/node/v1/entries', { schema: { summary: 'the registration entries this node may serve (signed request)', tags: ['node'] } }, async (req) => {
+    scope.get('/node/v1/entries', { schema: { summary: 'the registration entries this node may serve (node SVID as TLS client certificate, or a signed request)', tags: ['node'] } }, async (req) => {
       const node = await authenticate(req);
-      return { entries: (await issuer.entriesForNode(node)).map(nodeEntryJson), bundle: issuer.bundle().toDocument() };
+      return { entries: (await issuer.entriesForNode(node)).map(nodeEntryJson), bundle: issuer.bundle().toDocument(), ...mtls() };
     });
 
     scope.post('/node/v1/svid/x509', {
-      schema: { summary: 'issue a workload X.509-SVID of an entry this node may serve (signed request)', tags: ['node'], body: { type: 'object', properties: { entryId: { type: 'string', maxLength: 64 }, publicKey: publicKeySchema }, required: ['entryId', 'publicKey'], additionalProperties: false } },
+      schema: { summary: 'issue a workload X.509-SVID of an entry this node may serve (mTLS or a signed request)', tags: ['node'], body: { type: 'object', properties: { entryId: { type: 'string', maxLength: 64 }, publicKey: publicKeySchema }, required: ['entryId', 'publicKey'], additionalProperties: false } },
     }, async (req, reply) => {
       const node = await authenticate(req);
       const body = req.body as { entryId: string; publicKey: string };
@@ -271,7 +279,7 @@ export async function registerIdentityRoutes(app: FastifyInstance, issuer: Ident
 
     scope.post('/node/v1/svid/jwt', {
       schema: {
-        summary: 'sign a workload JWT-SVID of an entry this node may serve (signed request)',
+        summary: 'sign a workload JWT-SVID of an entry this node may serve (mTLS or a signed request)',
         tags: ['node'],
         body: { type: 'object', properties: { entryId: { type: 'string', maxLength: 64 }, audience: { type: 'array', minItems: 1, maxItems: 16, items: { type: 'string', minLength: 1, maxLength: 2048 } } }, required: ['entryId', 'audience'], additionalProperties: false },
       },

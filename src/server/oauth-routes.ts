@@ -29,6 +29,7 @@ import {
 } from '../credentials/index.ts';
 import type { AccessTokenKey, GrantTrace, JtiCache, LeaseManagerPort, OAuthClientStore, OAuthRequest, Task, TaskLookup } from '../credentials/index.ts';
 import { toWritError } from './http-errors.ts';
+import { NO_CLIENT_CERT } from './tls-listener.ts';
 
 /** The OAuth part of the running server. */
 export interface ServedOAuth {
@@ -37,6 +38,8 @@ export interface ServedOAuth {
   readonly leases: LeaseManagerPort;
   /** Set the issuer once the server knows its URL. */
   setIssuer(url: string): void;
+  /** Serve the endpoints on the mutual-TLS listener too (`mtls_endpoint_aliases`, RFC 8705 §5). */
+  setMtlsUrl(url: string): void;
 }
 
 /**
@@ -65,6 +68,7 @@ export async function startOAuth(o: {
   const key: AccessTokenKey = o.signingSecret === undefined ? await generateAccessTokenKey() : await deriveAccessTokenKey(o.signingSecret);
   const clients = o.clients ?? memoryClientStore();
   const leases = o.leases ?? new MemoryLeaseManager(o.clock);
+  let mtlsUrl: string | undefined;
   const as = new AuthorizationServer({
     issuer: () => issuer,
     clock: o.clock,
@@ -81,6 +85,7 @@ export async function startOAuth(o: {
     maxTtlSeconds: config['oauth.accessTokenMaxTtlSeconds'],
     maxDelegationDepth: config['oauth.maxDelegationDepth'],
     dpopIatWindowSeconds: config['oauth.dpopIatWindowSeconds'],
+    mtlsBaseUrl: () => mtlsUrl,
   });
   return {
     as,
@@ -88,6 +93,9 @@ export async function startOAuth(o: {
     leases,
     setIssuer: (url) => {
       issuer = config.publicUrl === '' ? url.replace(/\/+$/, '') : issuer;
+    },
+    setMtlsUrl: (url) => {
+      mtlsUrl = url.replace(/\/+$/, '');
     },
   };
 }
@@ -128,11 +136,15 @@ function oauthRequest(req: FastifyRequest): OAuthRequest {
   if (req.headers.authorization !== undefined) throw oauthErrors.error('ERR_OAUTH_INVALID_CLIENT', 'client secrets (`Authorization` header) are not supported; use private_key_jwt or a JWT-SVID');
   const params = FormParams.parse(typeof req.body === 'string' ? req.body : '');
   const dpop = headerList(req.headers.dpop);
-  const peer = (req.raw.socket as { getPeerCertificate?: () => { raw?: Buffer } | undefined }).getPeerCertificate?.();
+  // The TLS layer verified the client certificate as an X.509-SVID (tls-listener.ts); these routes
+  // refuse an invalid one themselves, in the OAuth error shape (RFC 8705 §2: invalid_client).
+  const cert = req.clientCert ?? NO_CLIENT_CERT;
+  if (cert.status === 'invalid') throw oauthErrors.error('ERR_OAUTH_INVALID_CLIENT', `the TLS client certificate is not a valid X.509-SVID of a trusted trust domain (${cert.reason})`);
   return {
     params,
     ...(dpop.length === 0 ? {} : { dpop }),
-    ...(peer?.raw === undefined ? {} : { clientCertDer: new Uint8Array(peer.raw) }),
+    ...(cert.status === 'valid' ? { clientCertDer: cert.svid.leaf, clientCertSpiffeId: cert.svid.spiffeId.toString() } : {}),
+    ...((req.raw.socket as { encrypted?: boolean }).encrypted === true ? { viaMtls: true } : {}),
     ip: req.ip,
     correlationId: req.correlationId,
   };
@@ -194,7 +206,7 @@ export async function registerOAuthRoutes(app: FastifyInstance, oauth: ServedOAu
       return noStore(reply).code(status).send({ error, error_description: description });
     });
 
-    scope.post('/oauth2/token', { schema: { summary: 'token endpoint: token exchange (RFC 8693), client_credentials, jwt-bearer (RFC 7523); DPoP (RFC 9449)', tags: ['oauth'] } }, async (req, reply) => {
+    scope.post('/oauth2/token', { config: { ownClientCertErrors: true }, schema: { summary: 'token endpoint: token exchange (RFC 8693), client_credentials, jwt-bearer (RFC 7523); DPoP (RFC 9449)', tags: ['oauth'] } }, async (req, reply) => {
       const trace: GrantTrace = { decisionIds: [], reasons: [] };
       traces.set(req, trace);
       const body = await as.token(oauthRequest(req), trace);
@@ -203,10 +215,10 @@ export async function registerOAuthRoutes(app: FastifyInstance, oauth: ServedOAu
       return noStore(reply).send(body);
     });
 
-    scope.post('/oauth2/introspect', { schema: { summary: 'token introspection (RFC 7662); an inactive token is exactly {"active":false}', tags: ['oauth'] } }, async (req, reply) =>
+    scope.post('/oauth2/introspect', { config: { ownClientCertErrors: true }, schema: { summary: 'token introspection (RFC 7662); an inactive token is exactly {"active":false}', tags: ['oauth'] } }, async (req, reply) =>
       noStore(reply).send(await as.introspect(oauthRequest(req))));
 
-    scope.post('/oauth2/revoke', { schema: { summary: 'token revocation (RFC 7009): 200 for unknown tokens; revokes the lease', tags: ['oauth'] } }, async (req, reply) => {
+    scope.post('/oauth2/revoke', { config: { ownClientCertErrors: true }, schema: { summary: 'token revocation (RFC 7009): 200 for unknown tokens; revokes the lease', tags: ['oauth'] } }, async (req, reply) => {
       await as.revoke(oauthRequest(req));
       return noStore(reply).code(200).send();
     });

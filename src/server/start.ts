@@ -25,6 +25,8 @@ import type { ServedCredentials } from './credentials-routes.ts';
 import { startSignals } from './signals-routes.ts';
 import type { ServedSignals } from './signals-routes.ts';
 import type { DeliveryReport } from '../signals/index.ts';
+import { startTlsListener } from './tls-listener.ts';
+import type { TlsListener } from './tls-listener.ts';
 
 /** The running server. */
 export interface RunningServer {
@@ -40,6 +42,8 @@ export interface RunningServer {
   readonly oauth: ServedOAuth;
   /** Leases, tasks, dynamic secret engines and the reaper. */
   readonly credentials: ServedCredentials;
+  /** The mutual-TLS listener, when `tls.listen` is set. */
+  readonly tls: TlsListener | undefined;
   /** Drain, flush the audit log, close the store. Safe to call twice. */
   close(): Promise<void>;
 }
@@ -94,7 +98,8 @@ export async function startServer(sources: ConfigSources & { logStream?: NodeJS.
     const served0 = identity;
     const pdp0 = policy;
     const oauth = await startOAuth({ config, clock: systemClock, audit, decide: (r) => pdp0.decider.decide(r), bundles: () => served0.issuer.bundle(), jtis: store.identity, leases: creds.leases, tasks: taskLookup(store.credentials), signingSecret: served0.kek.kek });
-    const app = await buildApp({ signals: signals.service, ...(served1.ssf === undefined || served1.ssfSigner === undefined ? {} : { ssf: { transmitter: served1.ssf, signer: served1.ssfSigner } }), policy, config, store, audit, admins, version, startedAtMs: Date.now(), identity: identity.issuer, oauth, credentials: creds, ...(sources.logStream === undefined ? {} : { logStream: sources.logStream }) });
+    const tlsRef: { url: string | undefined } = { url: undefined };
+    const app = await buildApp({ tls: tlsRef, signals: signals.service, ...(served1.ssf === undefined || served1.ssfSigner === undefined ? {} : { ssf: { transmitter: served1.ssf, signer: served1.ssfSigner } }), policy, config, store, audit, admins, version, startedAtMs: Date.now(), identity: identity.issuer, oauth, credentials: creds, ...(sources.logStream === undefined ? {} : { logStream: sources.logStream }) });
     creds.setLogger(app.log);
     rotationLog = (err) => app.log.error({ err }, 'scheduled CA rotation step failed; it is retried at the next check');
     appLog = (r) => app.log.warn({ receiver: r.receiver, jti: r.jti, outcome: r.outcome, status: r.status, err: r.err, attempts: r.attempts }, 'SSF push delivery did not succeed');
@@ -109,8 +114,20 @@ export async function startServer(sources: ConfigSources & { logStream?: NodeJS.
     policy.setBaseUrl(config.publicUrl === '' ? url : config.publicUrl.replace(/\/+$/, ''));
     await signals.listening(config.publicUrl === '' ? url : config.publicUrl.replace(/\/+$/, ''));
     oauth.setIssuer(url);
+    let tls: TlsListener | undefined;
+    if (config['tls.listen'] !== '') {
+      try {
+        tls = await startTlsListener({ app, issuer: identity.issuer, config, clock: systemClock, log: app.log });
+      } catch (e) {
+        await app.close().catch(() => undefined);
+        throw e;
+      }
+      tlsRef.url = tls.url;
+      oauth.setMtlsUrl(tls.url);
+      app.log.info({ url: tls.url, spiffeId: tls.current().spiffeId.toString() }, 'writ listening with mutual TLS');
+    }
     policy.setLogger(app.log);
-    await audit.append({ action: 'server.started', actor: { type: 'system', id: 'writ' }, outcome: 'success', correlationId: startId, details: { version, url, store: store.location } });
+    await audit.append({ action: 'server.started', actor: { type: 'system', id: 'writ' }, outcome: 'success', correlationId: startId, details: { version, url, ...(tls === undefined ? {} : { tlsUrl: tls.url }), store: store.location } });
     app.log.info({ url, store: store.location, version }, 'writ listening');
     if (bootstrapTokenFile !== undefined) app.log.warn({ tokenFile: bootstrapTokenFile }, 'created the bootstrap admin; its credential is in the token file (mode 0600) and nowhere else');
 
@@ -120,6 +137,7 @@ export async function startServer(sources: ConfigSources & { logStream?: NodeJS.
     const served = identity;
     const bus = signals;
     const credentials = creds;
+    const tlsListener = tls;
     const close = (): Promise<void> => {
       closing ??= (async () => {
         pdp.close();
@@ -129,7 +147,9 @@ export async function startServer(sources: ConfigSources & { logStream?: NodeJS.
         const timeout = new Promise<'timeout'>((r) => {
           timer = setTimeout(() => r('timeout'), drain);
         });
+        const tlsClosed = tlsListener?.close(drain);
         const result = await Promise.race([app.close().then(() => 'closed' as const), timeout]);
+        await tlsClosed;
         if (timer !== undefined) clearTimeout(timer);
         if (result === 'timeout') {
           app.log.warn({ drainTimeoutMs: drain }, 'requests still running at the drain timeout; closing connections');
@@ -143,7 +163,7 @@ export async function startServer(sources: ConfigSources & { logStream?: NodeJS.
       })();
       return closing;
     };
-    return { url, config, store, app, bootstrapTokenFile, identity: served.issuer, oauth, credentials, close };
+    return { url, config, store, app, bootstrapTokenFile, identity: served.issuer, oauth, credentials, tls, close };
   } catch (e) {
     policy?.close();
     identity?.close();

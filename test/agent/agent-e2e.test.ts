@@ -4,7 +4,8 @@
  * token, `writ svid fetch|jwt` as the workload; the SVIDs verified with
  * openssl against the server's served bundle and with jose against its JWKS.
  * Then a server outage (the server process stopped and started again on the
- * same store) and a node eviction.
+ * same store) and a node eviction. The server runs its mutual-TLS listener,
+ * so once attested the agent calls the node API there with its node SVID.
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
@@ -76,6 +77,7 @@ describe('writ agent against a real writ up server', { skip: process.platform !=
   let dir: string;
   let url: string;
   let port: number;
+  let tlsPort: number;
   let serverDataDir: string;
   let server: Proc;
   let agent: Proc;
@@ -84,7 +86,7 @@ describe('writ agent against a real writ up server', { skip: process.platform !=
   let agentData: string;
 
   const startServer = async (): Promise<Proc> => {
-    const p = start(['up', '--listen', `127.0.0.1:${port}`, '--data-dir', serverDataDir, '--log-level', 'warn']);
+    const p = start(['up', '--listen', `127.0.0.1:${port}`, '--data-dir', serverDataDir, '--log-level', 'warn'], { WRIT_TLS_LISTEN: `127.0.0.1:${tlsPort}` });
     try {
       await waitFor('writ up to listen', () => (p.output().includes('listening on') ? true : p.child.exitCode !== null ? (() => { throw new Error(p.output()); })() : undefined));
     } catch (e) {
@@ -109,6 +111,7 @@ describe('writ agent against a real writ up server', { skip: process.platform !=
     chmodSync(dir, 0o755);
     serverDataDir = join(dir, 'server');
     port = await freePort();
+    tlsPort = await freePort();
     url = `http://127.0.0.1:${port}`;
     server = await startServer();
     token = readFileSync(join(serverDataDir, 'admin.token'), 'utf8').trim();

@@ -12,7 +12,7 @@
  * every requested audience got an `allow` from the PDP.
  * INVARIANT: delegation only narrows (ARCHITECTURE invariant 5).
  */
-import { createHash } from 'node:crypto';
+import { X509Certificate, createHash } from 'node:crypto';
 import { SignJWT, compactVerify, createLocalJWKSet, createRemoteJWKSet, decodeJwt, jwtVerify } from 'jose';
 import type { JWTVerifyGetKey, JSONWebKeySet } from 'jose';
 import type { AuditSink, Clock } from '../../kernel/index.ts';
@@ -34,6 +34,13 @@ import type { AccessTokenKey } from './keys.ts';
 export const TOKEN_TYPES = {
   accessToken: 'urn:ietf:params:oauth:token-type:access_token',
   jwt: 'urn:ietf:params:oauth:token-type:jwt',
+  /**
+   * Writ's own type for an X.509-SVID subject: `subject_token` is the
+   * base64url (or base64) DER of the leaf, and it must be the TLS client
+   * certificate of the connection (the handshake proved the key). RFC 8693
+   * §3 lets servers define such URIs; none is registered for X.509.
+   */
+  x509Svid: 'urn:writ:params:oauth:token-type:x509-svid',
 } as const;
 
 /** Client assertion types (RFC 7523 §2.2, draft-ietf-oauth-spiffe-client-auth). */
@@ -84,6 +91,8 @@ export interface AuthorizationServerOptions {
   readonly dpopIatWindowSeconds?: number;
   /** Longest lifetime accepted for a client assertion (`exp - now`). */
   readonly maxAssertionTtlSeconds?: number;
+  /** Base URL of the mutual-TLS listener serving the same endpoints (RFC 8705 §5), once it listens. */
+  readonly mtlsBaseUrl?: () => string | undefined;
 }
 
 /** An OAuth request as the HTTP layer hands it over. */
@@ -91,8 +100,15 @@ export interface OAuthRequest {
   readonly params: FormParams;
   /** Every `DPoP` header value sent. */
   readonly dpop?: readonly string[];
-  /** DER of the TLS client certificate, when the connection had one (RFC 8705 §3). */
+  /**
+   * DER of the TLS client certificate, when the connection had one that the
+   * TLS layer verified as an X.509-SVID of a trusted bundle (RFC 8705 §3).
+   */
   readonly clientCertDer?: Uint8Array;
+  /** The SPIFFE ID (URI SAN) of that verified certificate. */
+  readonly clientCertSpiffeId?: string;
+  /** The request came in on the mutual-TLS listener (`mtls_endpoint_aliases`). */
+  readonly viaMtls?: boolean;
   readonly ip?: string;
   readonly correlationId: string;
 }
@@ -100,7 +116,7 @@ export interface OAuthRequest {
 /** How the caller authenticated. */
 export interface AuthenticatedClient {
   readonly clientId: string;
-  readonly method: 'private_key_jwt' | 'spiffe_jwt' | 'none';
+  readonly method: 'private_key_jwt' | 'spiffe_jwt' | 'tls_client_auth' | 'none';
   readonly registered: OAuthClient | undefined;
   readonly spiffeId?: string;
 }
@@ -231,6 +247,17 @@ export class AuthorizationServer {
     return `${this.#o.issuer()}/oauth2/${name}`;
   }
 
+  /** The endpoint on the mutual-TLS listener, when there is one (RFC 8705 §5). */
+  mtlsEndpoint(name: 'token' | 'introspect' | 'revoke'): string | undefined {
+    const base = this.#o.mtlsBaseUrl?.();
+    return base === undefined ? undefined : `${base.replace(/\/+$/, '')}/oauth2/${name}`;
+  }
+
+  /** The URL a request was sent to (the mTLS alias when it came in there). */
+  #endpointFor(req: { readonly viaMtls?: boolean }, name: 'token' | 'introspect' | 'revoke'): string {
+    return (req.viaMtls === true ? this.mtlsEndpoint(name) : undefined) ?? this.endpoint(name);
+  }
+
   /** The `DPoP-Nonce` to send, when nonces are on. */
   dpopNonce(): string | undefined {
     return this.#o.dpopNonces?.current();
@@ -247,7 +274,13 @@ export class AuthorizationServer {
    */
   metadata(): Record<string, unknown> {
     const iss = this.#o.issuer();
-    const authMethods = ['private_key_jwt', 'spiffe_jwt', 'none'];
+    const mtlsToken = this.mtlsEndpoint('token');
+    const mtlsIntrospect = this.mtlsEndpoint('introspect');
+    const mtlsRevoke = this.mtlsEndpoint('revoke');
+    const mtls = mtlsToken !== undefined && mtlsIntrospect !== undefined && mtlsRevoke !== undefined;
+    // RFC 8705 §2.1: tls_client_auth (here with the URI SAN of an X.509-SVID), only where a TLS listener asks for certificates.
+    const authMethods = mtls ? ['private_key_jwt', 'spiffe_jwt', 'tls_client_auth', 'none'] : ['private_key_jwt', 'spiffe_jwt', 'none'];
+    const callerMethods = mtls ? ['private_key_jwt', 'spiffe_jwt', 'tls_client_auth'] : ['private_key_jwt', 'spiffe_jwt'];
     return {
       issuer: iss,
       authorization_endpoint: this.endpoint('authorize'),
@@ -260,11 +293,12 @@ export class AuthorizationServer {
       grant_types_supported: [GRANT_TYPES.clientCredentials, GRANT_TYPES.tokenExchange, GRANT_TYPES.jwtBearer],
       token_endpoint_auth_methods_supported: authMethods,
       token_endpoint_auth_signing_alg_values_supported: ['ES256', 'ES384', 'RS256', 'PS256', 'EdDSA'],
-      introspection_endpoint_auth_methods_supported: ['private_key_jwt', 'spiffe_jwt'],
-      revocation_endpoint_auth_methods_supported: ['private_key_jwt', 'spiffe_jwt'],
+      introspection_endpoint_auth_methods_supported: callerMethods,
+      revocation_endpoint_auth_methods_supported: callerMethods,
       dpop_signing_alg_values_supported: [...DPOP_ALGS],
-      // The server has no TLS listener of its own yet; a certificate seen on the socket still binds (RFC 8705 §3).
-      tls_client_certificate_bound_access_tokens: false,
+      // RFC 8705 §3.3 / §5: tokens requested over the TLS listener with a client certificate are bound to it.
+      tls_client_certificate_bound_access_tokens: mtls,
+      ...(mtls ? { mtls_endpoint_aliases: { token_endpoint: mtlsToken, introspection_endpoint: mtlsIntrospect, revocation_endpoint: mtlsRevoke } } : {}),
     };
   }
 
@@ -274,7 +308,7 @@ export class AuthorizationServer {
    * Authenticate the caller (RFC 7523 §2.2 `private_key_jwt`, SPIFFE
    * `jwt-spiffe`, or a bare `client_id`); `undefined` when it sent nothing.
    */
-  async authenticateClient(p: FormParams, endpointUrl: string): Promise<AuthenticatedClient | undefined> {
+  async authenticateClient(p: FormParams, endpointUrl: string, tlsSpiffeId?: string): Promise<AuthenticatedClient | undefined> {
     const type = p.one('client_assertion_type');
     const assertion = p.one('client_assertion');
     const claimedId = p.one('client_id');
@@ -282,6 +316,7 @@ export class AuthorizationServer {
     if (type !== undefined && assertion === undefined) throw oauthErrors.error('ERR_OAUTH_INVALID_REQUEST', 'parameter `client_assertion` is required with `client_assertion_type`');
     if (type === undefined || assertion === undefined) {
       if (claimedId === undefined) return undefined;
+      if (tlsSpiffeId !== undefined) return this.#tlsClient(claimedId, tlsSpiffeId);
       const registered = await this.#o.clients.get(claimedId);
       // A registered client has keys: it must prove it holds them.
       if (registered !== undefined) throw oauthErrors.error('ERR_OAUTH_INVALID_CLIENT', `client \`${claimedId.slice(0, 128)}\` must authenticate`);
@@ -290,6 +325,26 @@ export class AuthorizationServer {
     if (type === ASSERTION_TYPES.jwtSpiffe) return this.#spiffeClient(assertion, claimedId);
     if (type === ASSERTION_TYPES.jwtBearer) return this.#privateKeyJwt(assertion, claimedId, endpointUrl);
     throw oauthErrors.error('ERR_OAUTH_INVALID_CLIENT', `client assertion type \`${type.slice(0, 128)}\` is not supported`);
+  }
+
+  /**
+   * RFC 8705 §2.1 `tls_client_auth`, SPIFFE flavour (draft-ietf-oauth-spiffe-client-auth):
+   * the client certificate is an X.509-SVID the TLS layer validated against
+   * the bundle, and its URI SAN is the client: `client_id` is either that
+   * SPIFFE ID or the id of the client registered with it (`spiffe_id`, shown
+   * as `tls_client_auth_san_uri`).
+   */
+  async #tlsClient(claimedId: string, sanUri: string): Promise<AuthenticatedClient> {
+    const byId = await this.#o.clients.get(claimedId);
+    if (byId !== undefined) {
+      if (byId.spiffeId === undefined) throw oauthErrors.error('ERR_OAUTH_INVALID_CLIENT', `client \`${claimedId.slice(0, 128)}\` is registered for private_key_jwt, not tls_client_auth`);
+      if (byId.spiffeId !== sanUri) throw oauthErrors.error('ERR_OAUTH_INVALID_CLIENT', `the TLS client certificate's URI SAN \`${sanUri.slice(0, 256)}\` is not the one registered for client \`${claimedId.slice(0, 128)}\``);
+      return { clientId: byId.clientId, method: 'tls_client_auth', registered: byId, spiffeId: sanUri };
+    }
+    const registered = await this.#o.clients.bySpiffeId(sanUri);
+    const clientId = registered?.clientId ?? sanUri;
+    if (claimedId !== clientId) throw oauthErrors.error('ERR_OAUTH_INVALID_CLIENT', `\`client_id\` \`${claimedId.slice(0, 128)}\` does not match the TLS client certificate's URI SAN \`${sanUri.slice(0, 256)}\``);
+    return { clientId, method: 'tls_client_auth', registered, spiffeId: sanUri };
   }
 
   async #spiffeClient(assertion: string, claimedId: string | undefined): Promise<AuthenticatedClient> {
@@ -337,7 +392,7 @@ export class AuthorizationServer {
       const r = await jwtVerify(assertion, this.#keySet(client), {
         issuer: client.clientId,
         subject: client.clientId,
-        audience: [this.#o.issuer(), this.endpoint('token'), endpointUrl],
+        audience: [this.#o.issuer(), this.endpoint('token'), endpointUrl, ...[this.mtlsEndpoint('token')].filter((u) => u !== undefined)],
         requiredClaims: ['exp', 'jti'],
         currentDate: this.#o.clock.now(),
         clockTolerance: 5,
@@ -367,7 +422,7 @@ export class AuthorizationServer {
     const p = req.params;
     const grantType = p.required('grant_type');
     trace.grantType = grantType;
-    const client = await this.authenticateClient(p, this.endpoint('token'));
+    const client = await this.authenticateClient(p, this.#endpointFor(req, 'token'), req.clientCertSpiffeId);
     if (client !== undefined) trace.clientId = client.clientId;
     if (client?.registered !== undefined && !client.registered.grantTypes.includes(grantType) && (Object.values(GRANT_TYPES) as string[]).includes(grantType)) {
       throw oauthErrors.error('ERR_OAUTH_UNAUTHORIZED_CLIENT', `client is not registered for grant type \`${grantType}\``);
@@ -422,7 +477,16 @@ export class AuthorizationServer {
     }
   }
 
-  async #subjectFrom(token: string, type: string): Promise<Subject> {
+  async #subjectFrom(token: string, type: string, req: OAuthRequest): Promise<Subject> {
+    if (type === TOKEN_TYPES.x509Svid) {
+      // The caller's own X.509-SVID over mTLS: the TLS layer validated the chain against the bundle and
+      // the handshake proved the key; the token names that same certificate, so the subject is explicit.
+      if (req.clientCertDer === undefined || req.clientCertSpiffeId === undefined) throw oauthErrors.error('ERR_OAUTH_INVALID_GRANT', 'an X.509-SVID subject token needs that SVID as the TLS client certificate (call the mTLS endpoint)');
+      const der = decodeCertToken(token);
+      if (der === undefined || !der.equals(Buffer.from(req.clientCertDer))) throw oauthErrors.error('ERR_OAUTH_INVALID_GRANT', 'the X.509-SVID subject token is not the TLS client certificate of this connection');
+      const cert = new X509Certificate(der);
+      return { id: req.clientCertSpiffeId, expMs: cert.validToDate.getTime(), scope: undefined, act: undefined, mayAct: undefined, task: undefined };
+    }
     if (type === TOKEN_TYPES.jwt) {
       const svid = await this.#validateSvid(token, 'subject token');
       return { id: svid.spiffeId.toString(), expMs: svid.expiresAt.getTime(), scope: undefined, act: undefined, mayAct: svid.claims.may_act, task: undefined };
@@ -451,7 +515,7 @@ export class AuthorizationServer {
     if (actorType !== undefined && actorType !== TOKEN_TYPES.jwt) throw oauthErrors.error('ERR_OAUTH_UNSUPPORTED_TOKEN_TYPE', `actor token type \`${actorType.slice(0, 128)}\` is not supported; send a JWT-SVID`);
     const audiences = this.#audiences(p);
     trace.audience = audiences;
-    const subject = await this.#subjectFrom(subjectToken, subjectType);
+    const subject = await this.#subjectFrom(subjectToken, subjectType, req);
     trace.subject = subject.id;
 
     let act = subject.act;
@@ -497,7 +561,8 @@ export class AuthorizationServer {
       grantType: GRANT_TYPES.tokenExchange,
       action: 'token/exchange',
       subject: subject.id,
-      client: client ?? { clientId: chain[0] ?? subject.id, method: 'none', registered: undefined },
+      // An X.509-SVID subject authenticated by the TLS handshake is its own (tls_client_auth) client.
+      client: client ?? (subjectType === TOKEN_TYPES.x509Svid ? { clientId: subject.id, method: 'tls_client_auth', registered: undefined, spiffeId: subject.id } : { clientId: chain[0] ?? subject.id, method: 'none', registered: undefined }),
       audiences,
       scope,
       act,
@@ -510,7 +575,7 @@ export class AuthorizationServer {
   }
 
   async #clientCredentials(req: OAuthRequest, client: AuthenticatedClient | undefined, trace: GrantTrace): Promise<Record<string, unknown>> {
-    if (client === undefined || client.method === 'none') throw oauthErrors.error('ERR_OAUTH_INVALID_CLIENT', 'client_credentials needs client authentication (private_key_jwt or a JWT-SVID)');
+    if (client === undefined || client.method === 'none') throw oauthErrors.error('ERR_OAUTH_INVALID_CLIENT', 'client_credentials needs client authentication (private_key_jwt, a JWT-SVID, or tls_client_auth with an X.509-SVID)');
     const p = req.params;
     const scope = parseScope(p.one('scope'));
     if (client.registered !== undefined) {
@@ -558,7 +623,7 @@ export class AuthorizationServer {
     if (proofs.length > 1) throw oauthErrors.error('ERR_OAUTH_INVALID_DPOP_PROOF', 'DPoP proof is sent more than once');
     const proof = proofs[0];
     if (proof !== undefined) {
-      const { jkt } = await verifyDpopProof(proof, { method: 'POST', url: this.endpoint('token'), iatWindowSeconds: this.#iatWindow, ...(this.#o.dpopNonces === undefined ? {} : { nonces: this.#o.dpopNonces }) }, this.#o.clock, this.#o.jtis);
+      const { jkt } = await verifyDpopProof(proof, { method: 'POST', url: this.#endpointFor(req, 'token'), iatWindowSeconds: this.#iatWindow, ...(this.#o.dpopNonces === undefined ? {} : { nonces: this.#o.dpopNonces }) }, this.#o.clock, this.#o.jtis);
       // RFC 9449 §6.1: the token is bound to the proof key's thumbprint.
       return { cnf: { jkt }, tokenType: 'DPoP' };
     }
@@ -722,8 +787,8 @@ export class AuthorizationServer {
     return { ...(claims as unknown as AccessTokenClaims), ...(act === undefined ? {} : { act }) };
   }
 
-  async #callerOf(p: FormParams, endpoint: 'introspect' | 'revoke'): Promise<AuthenticatedClient> {
-    const c = await this.authenticateClient(p, this.endpoint(endpoint));
+  async #callerOf(req: OAuthRequest, endpoint: 'introspect' | 'revoke'): Promise<AuthenticatedClient> {
+    const c = await this.authenticateClient(req.params, this.#endpointFor(req, endpoint), req.clientCertSpiffeId);
     // RFC 7662 §2.1 / RFC 7009 §2.1: the caller authenticates.
     if (c === undefined || c.method === 'none') throw oauthErrors.error('ERR_OAUTH_INVALID_CLIENT', `${endpoint === 'introspect' ? 'introspection' : 'revocation'} needs client authentication`);
     return c;
@@ -735,7 +800,7 @@ export class AuthorizationServer {
    */
   async introspect(req: OAuthRequest): Promise<Record<string, unknown>> {
     const p = req.params;
-    await this.#callerOf(p, 'introspect');
+    await this.#callerOf(req, 'introspect');
     const token = p.required('token');
     const hint = p.one('token_type_hint');
     if (hint !== undefined && hint !== 'access_token' && hint !== 'refresh_token') throw oauthErrors.error('ERR_OAUTH_UNSUPPORTED_TOKEN_TYPE', `token type hint \`${hint.slice(0, 64)}\` is not supported`);
@@ -765,7 +830,7 @@ export class AuthorizationServer {
    */
   async revoke(req: OAuthRequest): Promise<void> {
     const p = req.params;
-    const caller = await this.#callerOf(p, 'revoke');
+    const caller = await this.#callerOf(req, 'revoke');
     const token = p.required('token');
     const hint = p.one('token_type_hint');
     if (hint !== undefined && hint !== 'access_token' && hint !== 'refresh_token') throw oauthErrors.error('ERR_OAUTH_UNSUPPORTED_TOKEN_TYPE', `token type hint \`${hint.slice(0, 64)}\` is not supported`);
@@ -785,6 +850,13 @@ export class AuthorizationServer {
       details: { clientId: caller.clientId, subject: at.sub, leaseId: at.jti, leaseState: lease?.state ?? 'unknown' },
     });
   }
+}
+
+/** DER bytes of an X.509-SVID subject token (base64url or base64, no PEM armour), or undefined. */
+function decodeCertToken(token: string): Buffer | undefined {
+  if (token.length > 16_384 || !/^[A-Za-z0-9+/_-]+={0,2}$/.test(token)) return undefined;
+  const der = Buffer.from(token.replace(/-/g, '+').replace(/_/g, '/'), 'base64');
+  return der.length === 0 ? undefined : der;
 }
 
 function mayActAllows(mayAct: unknown, actorId: string): boolean {

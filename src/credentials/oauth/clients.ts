@@ -1,7 +1,8 @@
 /**
  * OAuth clients registered by admins: a client authenticates with
  * `private_key_jwt` (RFC 7523 §2.2) against its JWKS or `jwks_uri`, or with
- * its SPIFFE ID (draft-ietf-oauth-spiffe-client-auth).
+ * its SPIFFE ID (draft-ietf-oauth-spiffe-client-auth): a JWT-SVID assertion,
+ * or its X.509-SVID over mutual TLS (RFC 8705 `tls_client_auth`, URI SAN).
  */
 import { randomUUID } from 'node:crypto';
 import { SpiffeId } from '../../kernel/index.ts';
@@ -144,6 +145,8 @@ export function clientJson(c: OAuthClient): Record<string, unknown> {
     ...(c.jwksUri === undefined ? {} : { jwks_uri: c.jwksUri }),
     ...(c.spiffeId === undefined ? {} : { spiffe_id: c.spiffeId }),
     token_endpoint_auth_method: c.spiffeId === undefined ? 'private_key_jwt' : 'spiffe_jwt',
+    // RFC 8705 §2.1.2: a SPIFFE client may also authenticate with its X.509-SVID over mutual TLS.
+    ...(c.spiffeId === undefined ? {} : { tls_client_auth_san_uri: c.spiffeId }),
     scope: c.scope.join(' '),
     grant_types: c.grantTypes,
     created_at: c.createdAt,

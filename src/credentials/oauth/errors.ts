@@ -18,6 +18,7 @@ export const oauthErrors = defineErrorCatalog('OAUTH', {
   ERR_OAUTH_UNSUPPORTED_TOKEN_TYPE: { status: 400, description: 'OAuth `unsupported_token_type`: the token type (subject, actor, requested or hint) is not supported' },
   ERR_OAUTH_INVALID_DPOP_PROOF: { status: 400, description: 'OAuth `invalid_dpop_proof` (RFC 9449): the DPoP proof is malformed, badly signed, replayed, stale or for another request' },
   ERR_OAUTH_USE_DPOP_NONCE: { status: 400, description: 'OAuth `use_dpop_nonce` (RFC 9449 §8): the DPoP proof must carry the nonce sent in the `DPoP-Nonce` header' },
+  ERR_OAUTH_INVALID_TOKEN: { status: 401, description: 'OAuth `invalid_token` at a resource server (RFC 6750 §3.1, RFC 8705 §3): the access token is bound to a TLS client certificate (`cnf.x5t#S256`) the request did not present' },
   ERR_OAUTH_TEMPORARILY_UNAVAILABLE: { status: 503, description: 'OAuth `temporarily_unavailable`: a lease or audit write failed; retry later' },
   ERR_OAUTH_CLIENT_INVALID: { status: 400, description: 'an OAuth client registration is malformed (keys, jwks_uri, SPIFFE ID, scopes)' },
   ERR_OAUTH_CLIENT_EXISTS: { status: 409, description: 'an OAuth client with this id is already registered' },
@@ -38,6 +39,7 @@ const OAUTH_ERROR: Readonly<Record<string, string>> = {
   ERR_OAUTH_UNSUPPORTED_TOKEN_TYPE: 'unsupported_token_type',
   ERR_OAUTH_INVALID_DPOP_PROOF: 'invalid_dpop_proof',
   ERR_OAUTH_USE_DPOP_NONCE: 'use_dpop_nonce',
+  ERR_OAUTH_INVALID_TOKEN: 'invalid_token',
   ERR_OAUTH_TEMPORARILY_UNAVAILABLE: 'temporarily_unavailable',
 };
 

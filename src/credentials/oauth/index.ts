@@ -14,4 +14,6 @@ export { GRANT_TYPES, memoryClientStore, normalizeClient, clientJson } from './c
 export type { OAuthClient, OAuthClientStore } from './clients.ts';
 export { AuthorizationServer, TOKEN_TYPES, ASSERTION_TYPES, actChain } from './authorization-server.ts';
 export type { AuthorizationServerOptions, OAuthRequest, AuthenticatedClient, ActClaim, AccessTokenClaims, DecideFn, TaskLookup, TaskView, GrantTrace } from './authorization-server.ts';
+export { certificateThumbprint, checkCertificateBinding } from './mtls.ts';
+export type { CertificateBoundClaims } from './mtls.ts';
 export { MemoryLeaseManager } from './memory-leases.ts';

@@ -66,6 +66,10 @@ export const agentErrors = defineErrorCatalog('IDENTITY', {
     status: 502,
     description: 'the Writ server answered the agent with something it cannot use (an SVID for another key or SPIFFE ID, an expired SVID, a malformed bundle)',
   },
+  ERR_IDENTITY_AGENT_SERVER_UNTRUSTED: {
+    status: 502,
+    description: 'over mutual TLS, the Writ server did not present an X.509-SVID of `spiffe://<trust domain>/writ/server` chaining to the agent\'s trust bundle; nothing was sent, and the agent keeps its cache and retries as in an outage',
+  },
   ERR_IDENTITY_AGENT_STATE_INVALID: {
     status: 500,
     description: 'the agent\'s saved node credential in its data folder is unreadable or does not match its key',
