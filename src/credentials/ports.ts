@@ -36,6 +36,15 @@ export interface LeaseFilter {
   readonly limit?: number;
 }
 
+/** Live-lease limits checked by {@link LeaseStore.insertLeaseWithinQuota}. */
+export interface LeaseQuota {
+  readonly maxPerSubject: number;
+  readonly maxPerTask: number;
+}
+
+/** What {@link LeaseStore.insertLeaseWithinQuota} did: inserted, or refused naming the full quota and its count. */
+export type QuotaOutcome = { readonly inserted: true } | { readonly inserted: false; readonly by: 'subject' | 'task'; readonly live: number };
+
 /** Changes a state transition writes. */
 export interface LeasePatch {
   readonly state?: LeaseState;
@@ -60,6 +69,13 @@ export interface LeaseStore {
   listLeases(filter: LeaseFilter): Promise<readonly Lease[]>;
   /** Pending or active leases not yet expired at `nowIso`, of one subject or one task. */
   countLiveLeases(by: { subject: string } | { taskId: string }, nowIso: string): Promise<number>;
+  /**
+   * Count and insert as one step: the lease is written only when its task (if
+   * any) and its subject each hold fewer than their quota of live leases at
+   * `nowIso`. Two replicas opening leases for one subject or task at once are
+   * serialized, so a quota is never exceeded. Durable when it resolves.
+   */
+  insertLeaseWithinQuota(lease: Lease, quota: LeaseQuota, nowIso: string): Promise<QuotaOutcome>;
   /** Compare-and-set of many rows at once; returns the rows that moved. */
   updateLeasesByIds?(ids: readonly string[], from: readonly LeaseState[], patch: LeasePatch): Promise<readonly Lease[]>;
   /** Bulk insert (benchmarks and imports). */

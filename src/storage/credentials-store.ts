@@ -4,10 +4,14 @@
  */
 import { sql } from 'kysely';
 import type { Kysely } from 'kysely';
-import type { Lease, LeaseFilter, LeaseKind, LeasePatch, LeaseState, LeaseStore, Task, TaskState, TaskStore } from '../credentials/index.ts';
+import type { Lease, LeaseFilter, LeaseKind, LeasePatch, LeaseQuota, LeaseState, LeaseStore, QuotaOutcome, Task, TaskState, TaskStore } from '../credentials/index.ts';
 import type { Database, LeasesTable, TasksTable } from './schema.ts';
 
 const INSERT_CHUNK = 400;
+
+/** Advisory lock classes (first key of the two-key form): quota counts per task and per subject. */
+const QUOTA_LOCK_TASK = 0x77716c74; // 'wqlt'
+const QUOTA_LOCK_SUBJECT = 0x77716c73; // 'wqls'
 
 function leaseOf(r: LeasesTable): Lease {
   return {
@@ -63,9 +67,11 @@ function taskOf(r: TasksTable): Task {
  * await creds.insertLease(lease);
  */
 export class CredentialTables implements LeaseStore, TaskStore {
+  readonly #kind: 'sqlite' | 'postgres';
   readonly #db: Kysely<Database>;
 
-  constructor(db: Kysely<Database>) {
+  constructor(kind: 'sqlite' | 'postgres', db: Kysely<Database>) {
+    this.#kind = kind;
     this.#db = db;
   }
 
@@ -134,8 +140,34 @@ export class CredentialTables implements LeaseStore, TaskStore {
     return (await q.execute()).map(leaseOf);
   }
 
-  async countLiveLeases(by: { subject: string } | { taskId: string }, nowIso: string): Promise<number> {
-    let q = this.#db.selectFrom('leases').select((eb) => eb.fn.countAll<string | number>().as('n')).where('state', 'in', ['pending', 'active']).where('expires_at', '>', nowIso);
+  countLiveLeases(by: { subject: string } | { taskId: string }, nowIso: string): Promise<number> {
+    return this.#countLive(this.#db, by, nowIso);
+  }
+
+  async insertLeaseWithinQuota(lease: Lease, quota: LeaseQuota, nowIso: string): Promise<QuotaOutcome> {
+    return this.#db.transaction().execute(async (trx) => {
+      if (this.#kind === 'postgres') {
+        // Transaction-scoped advisory locks serialize every opener of this task
+        // and of this subject across replicas until commit. Always the task
+        // first, then the subject: one fixed order, so two openers never wait
+        // on each other in a cycle. (SQLite: BEGIN IMMEDIATE already holds the
+        // database's single write lock for the whole transaction.)
+        if (lease.taskId !== null) await sql`select pg_advisory_xact_lock(${QUOTA_LOCK_TASK}, hashtext(${lease.taskId}))`.execute(trx);
+        await sql`select pg_advisory_xact_lock(${QUOTA_LOCK_SUBJECT}, hashtext(${lease.subject}))`.execute(trx);
+      }
+      if (lease.taskId !== null) {
+        const live = await this.#countLive(trx, { taskId: lease.taskId }, nowIso);
+        if (live >= quota.maxPerTask) return { inserted: false, by: 'task', live } as const;
+      }
+      const live = await this.#countLive(trx, { subject: lease.subject }, nowIso);
+      if (live >= quota.maxPerSubject) return { inserted: false, by: 'subject', live } as const;
+      await trx.insertInto('leases').values(rowOf(lease)).execute();
+      return { inserted: true } as const;
+    });
+  }
+
+  async #countLive(db: Kysely<Database>, by: { subject: string } | { taskId: string }, nowIso: string): Promise<number> {
+    let q = db.selectFrom('leases').select((eb) => eb.fn.countAll<string | number>().as('n')).where('state', 'in', ['pending', 'active']).where('expires_at', '>', nowIso);
     q = 'subject' in by ? q.where('subject', '=', by.subject) : q.where('task_id', '=', by.taskId);
     const r = await q.executeTakeFirst();
     return Number(r?.n ?? 0);

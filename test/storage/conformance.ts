@@ -399,6 +399,21 @@ export function storeConformance(name: string, factory: StoreFactory): void {
       assert.deepEqual(await c.updateLeasesByIds([], ['active'], { state: 'revoked' }), []);
     });
 
+    test('credentials: a lease is inserted only within its task and subject quotas', async () => {
+      const c = store.credentials;
+      const now = '2026-01-01T00:00:00.000Z';
+      const q = { maxPerSubject: 2, maxPerTask: 3 };
+      assert.deepEqual(await c.insertLeaseWithinQuota(lease('q00000000000000000000001', { taskId: 'task_q', subject: 'spiffe://example.org/q/a' }), q, now), { inserted: true });
+      assert.deepEqual(await c.insertLeaseWithinQuota(lease('q00000000000000000000002', { taskId: 'task_q', subject: 'spiffe://example.org/q/a' }), q, now), { inserted: true });
+      assert.deepEqual(await c.insertLeaseWithinQuota(lease('q00000000000000000000003', { taskId: 'task_q', subject: 'spiffe://example.org/q/a' }), q, now), { inserted: false, by: 'subject', live: 2 });
+      assert.equal(await c.getLease('q00000000000000000000003'), undefined, 'a refused lease leaves no row');
+      assert.deepEqual(await c.insertLeaseWithinQuota(lease('q00000000000000000000004', { taskId: 'task_q', subject: 'spiffe://example.org/q/b' }), q, now), { inserted: true });
+      assert.deepEqual(await c.insertLeaseWithinQuota(lease('q00000000000000000000005', { taskId: 'task_q', subject: 'spiffe://example.org/q/c' }), q, now), { inserted: false, by: 'task', live: 3 });
+      assert.deepEqual(await c.insertLeaseWithinQuota(lease('q00000000000000000000006', { subject: 'spiffe://example.org/q/a' }), q, '2026-01-01T00:10:00.000Z'), { inserted: true }, 'leases expired at `now` do not count');
+      assert.deepEqual(await c.insertLeaseWithinQuota(lease('q00000000000000000000007', { taskId: 'task_q', subject: 'spiffe://example.org/q/d', state: 'revoked' }), { maxPerSubject: 9, maxPerTask: 9 }, now), { inserted: true });
+      assert.deepEqual(await c.insertLeaseWithinQuota(lease('q00000000000000000000008', { taskId: 'task_q', subject: 'spiffe://example.org/q/e' }), q, now), { inserted: false, by: 'task', live: 3 }, 'revoked rows do not count');
+    });
+
     test('credentials: tasks end once, and overdue ones are listed', async () => {
       const c = store.credentials;
       const task: Task = { id: 'task_c1', owner: 'spiffe://example.org/ci', description: 'deploy', scopes: ['db:read'], state: 'active', createdAt: '2026-01-01T00:00:00.000Z', deadline: '2026-01-01T01:00:00.000Z', endedAt: null, endedBy: null };
