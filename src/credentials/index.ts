@@ -6,7 +6,7 @@
 export { credentialErrors } from './errors.ts';
 export type { CredentialErrorCode } from './errors.ts';
 export type { Lease, LeaseKind, LeaseState, LeaseManagerPort, OpenLeaseRequest } from './lease-port.ts';
-export type { LeaseStore, TaskStore, Task, TaskState, LeaseFilter, LeasePatch, LeaseQuota, QuotaOutcome } from './ports.ts';
+export type { LeaseStore, TaskStore, Task, TaskState, LeaseFilter, LeasePatch, LeaseQuota, QuotaOutcome, SealedSecret, ExceptionOwner, LegacyException, ExceptionPatch, ExceptionStore, EngineSecretRow, EngineSecretStore } from './ports.ts';
 export { LeaseManager, newLeaseId } from './lease-manager.ts';
 export type { LeaseLimits, LeaseRevoker } from './lease-manager.ts';
 export { TaskService } from './tasks.ts';
