@@ -177,9 +177,19 @@ export interface EngineSecretRow {
   readonly current: SealedSecret | null;
   /** A rotation in flight: written before the database is told (write-ahead). */
   readonly next: SealedSecret | null;
+  /** When `next` was written; a rotation older than a few minutes was interrupted. */
+  readonly nextAt: string | null;
   /** When the current secret was set (first sight of the engine before any rotation). */
   readonly rotatedAt: string;
   readonly revision: number;
+}
+
+/** Fields an engine secret change may write; `revision` is bumped by the store. */
+export interface EngineSecretPatch {
+  readonly current?: SealedSecret | null;
+  readonly next?: SealedSecret | null;
+  readonly nextAt?: string | null;
+  readonly rotatedAt?: string;
 }
 
 /**
@@ -193,5 +203,5 @@ export interface EngineSecretStore {
   ensureEngineSecret(engine: string, nowIso: string): Promise<EngineSecretRow>;
   getEngineSecret(engine: string): Promise<EngineSecretRow | undefined>;
   /** Compare-and-set on `revision`; returns the new row (revision + 1), or undefined when it moved. */
-  updateEngineSecret(engine: string, revision: number, patch: { current?: SealedSecret | null; next?: SealedSecret | null; rotatedAt?: string }): Promise<EngineSecretRow | undefined>;
+  updateEngineSecret(engine: string, revision: number, patch: EngineSecretPatch): Promise<EngineSecretRow | undefined>;
 }

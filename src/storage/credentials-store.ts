@@ -5,6 +5,7 @@
 import { sql } from 'kysely';
 import type { Kysely } from 'kysely';
 import type {
+  EngineSecretPatch,
   EngineSecretRow,
   EngineSecretStore,
   ExceptionPatch,
@@ -141,7 +142,7 @@ function exceptionSet(p: ExceptionPatch): Partial<LegacyExceptionsTable> {
 }
 
 function engineSecretOf(r: EngineSecretsTable): EngineSecretRow {
-  return { engine: r.engine, current: sealed(r.current_secret), next: sealed(r.next_secret), rotatedAt: r.rotated_at, revision: Number(r.revision) };
+  return { engine: r.engine, current: sealed(r.current_secret), next: sealed(r.next_secret), nextAt: r.next_at, rotatedAt: r.rotated_at, revision: Number(r.revision) };
 }
 
 /**
@@ -347,7 +348,7 @@ export class CredentialTables implements LeaseStore, TaskStore, ExceptionStore, 
   // ---- EngineSecretStore ---------------------------------------------------------
 
   async ensureEngineSecret(engine: string, nowIso: string): Promise<EngineSecretRow> {
-    await this.#db.insertInto('engine_secrets').values({ engine, current_secret: null, next_secret: null, rotated_at: nowIso, revision: 0 }).onConflict((oc) => oc.column('engine').doNothing()).execute();
+    await this.#db.insertInto('engine_secrets').values({ engine, current_secret: null, next_secret: null, next_at: null, rotated_at: nowIso, revision: 0 }).onConflict((oc) => oc.column('engine').doNothing()).execute();
     const row = await this.getEngineSecret(engine);
     if (row === undefined) throw new Error(`engine secret row for ${engine} vanished`);
     return row;
@@ -358,10 +359,11 @@ export class CredentialTables implements LeaseStore, TaskStore, ExceptionStore, 
     return r === undefined ? undefined : engineSecretOf(r);
   }
 
-  async updateEngineSecret(engine: string, revision: number, patch: { current?: SealedSecret | null; next?: SealedSecret | null; rotatedAt?: string }): Promise<EngineSecretRow | undefined> {
+  async updateEngineSecret(engine: string, revision: number, patch: EngineSecretPatch): Promise<EngineSecretRow | undefined> {
     const set: Partial<EngineSecretsTable> = { revision: revision + 1 };
     if (patch.current !== undefined) set.current_secret = sealedText(patch.current);
     if (patch.next !== undefined) set.next_secret = sealedText(patch.next);
+    if (patch.nextAt !== undefined) set.next_at = patch.nextAt;
     if (patch.rotatedAt !== undefined) set.rotated_at = patch.rotatedAt;
     const r = await this.#db.updateTable('engine_secrets').set(set).where('engine', '=', engine).where('revision', '=', revision).returningAll().executeTakeFirst();
     return r === undefined ? undefined : engineSecretOf(r);

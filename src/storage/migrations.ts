@@ -203,6 +203,7 @@ const migrations: Record<string, Migration> = {
         .addColumn('engine', 'text', (c) => c.primaryKey())
         .addColumn('current_secret', 'text')
         .addColumn('next_secret', 'text')
+        .addColumn('next_at', 'text')
         .addColumn('rotated_at', 'text', (c) => c.notNull())
         .addColumn('revision', 'integer', (c) => c.notNull())
         .execute();

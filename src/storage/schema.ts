@@ -174,6 +174,7 @@ export interface EngineSecretsTable {
   engine: string;
   current_secret: string | null;
   next_secret: string | null;
+  next_at: string | null;
   rotated_at: string;
   revision: number;
 }

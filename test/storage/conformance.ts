@@ -471,13 +471,13 @@ export function storeConformance(name: string, factory: StoreFactory): void {
       const c = store.credentials;
       assert.equal(await c.getEngineSecret('main'), undefined);
       const first = await c.ensureEngineSecret('main', '2026-01-01T00:00:00.000Z');
-      assert.deepEqual(first, { engine: 'main', current: null, next: null, rotatedAt: '2026-01-01T00:00:00.000Z', revision: 0 });
+      assert.deepEqual(first, { engine: 'main', current: null, next: null, nextAt: null, rotatedAt: '2026-01-01T00:00:00.000Z', revision: 0 });
       assert.deepEqual(await c.ensureEngineSecret('main', '2026-02-01T00:00:00.000Z'), first, 'a second call keeps the row');
-      const claimed = await c.updateEngineSecret('main', 0, { next: sealedSecret });
-      assert.deepEqual(claimed, { ...first, next: sealedSecret, revision: 1 });
+      const claimed = await c.updateEngineSecret('main', 0, { next: sealedSecret, nextAt: '2026-01-05T00:00:00.000Z' });
+      assert.deepEqual(claimed, { ...first, next: sealedSecret, nextAt: '2026-01-05T00:00:00.000Z', revision: 1 });
       assert.equal(await c.updateEngineSecret('main', 0, { next: sealedSecret }), undefined, 'a stale revision changes nothing');
-      const promoted = await c.updateEngineSecret('main', 1, { current: sealedSecret, next: null, rotatedAt: '2026-01-05T00:00:00.000Z' });
-      assert.deepEqual(promoted, { engine: 'main', current: sealedSecret, next: null, rotatedAt: '2026-01-05T00:00:00.000Z', revision: 2 });
+      const promoted = await c.updateEngineSecret('main', 1, { current: sealedSecret, next: null, nextAt: null, rotatedAt: '2026-01-05T00:00:00.000Z' });
+      assert.deepEqual(promoted, { engine: 'main', current: sealedSecret, next: null, nextAt: null, rotatedAt: '2026-01-05T00:00:00.000Z', revision: 2 });
       assert.equal(await c.updateEngineSecret('other', 0, { next: null }), undefined);
     });
 
