@@ -36,6 +36,22 @@ function ident(name: string): string {
   return `"${name.replace(/"/g, '""')}"`;
 }
 
+/**
+ * Connection settings from the engine URL, password left out: it comes from
+ * a function per connection (pg lets a connection string's empty password
+ * override one, so the URL is not passed as a string).
+ */
+function connectionOf(u: URL): pg.ClientConfig {
+  const sslmode = u.searchParams.get('sslmode');
+  return {
+    host: decodeURIComponent(u.hostname),
+    port: Number(u.port === '' ? 5432 : u.port),
+    user: u.username === '' ? 'postgres' : decodeURIComponent(u.username),
+    database: decodeURIComponent(u.pathname.replace(/^\//, '')) || 'postgres',
+    ...(sslmode === 'require' || sslmode === 'verify-ca' || sslmode === 'verify-full' ? { ssl: { rejectUnauthorized: sslmode !== 'require' } } : {}),
+  };
+}
+
 function engineFailed(engine: string, op: string, cause: unknown): never {
   // The statement may hold a password: keep only the server's error code and message in the cause.
   const e = cause as { code?: unknown; message?: unknown };
@@ -50,8 +66,8 @@ class PostgresEngine implements SecretEngine {
   readonly #config: PostgresEngineConfig;
   readonly #pool: pg.Pool;
   readonly #connection: Record<string, string | number>;
-  /** The URL without its password: the password comes from {@link AdminSecretSource} per connection. */
-  readonly #bareUrl: string;
+  /** Where to connect, without a password: that comes from {@link AdminSecretSource} per connection. */
+  readonly #target: pg.ClientConfig;
   readonly #urlPassword: string | undefined;
   readonly #admin: string;
   readonly #source: AdminSecretSource | undefined;
@@ -66,9 +82,8 @@ class PostgresEngine implements SecretEngine {
     const u = new URL(config.url);
     this.#urlPassword = u.password === '' ? undefined : decodeURIComponent(u.password);
     this.#admin = u.username === '' ? 'postgres' : decodeURIComponent(u.username);
-    u.password = '';
-    this.#bareUrl = u.toString();
-    this.#pool = new pg.Pool({ connectionString: this.#bareUrl, password: () => this.#password(), max: config.poolSize, connectionTimeoutMillis: 10_000 });
+    this.#target = connectionOf(u);
+    this.#pool = new pg.Pool({ ...this.#target, password: () => this.#password(), max: config.poolSize, connectionTimeoutMillis: 10_000 });
     // A terminated idle connection must not crash the server.
     this.#pool.on('error', () => undefined);
     this.#connection = { host: u.hostname, port: Number(u.port === '' ? 5432 : u.port), database: decodeURIComponent(u.pathname.replace(/^\//, '')) || 'postgres' };
@@ -196,7 +211,7 @@ class PostgresEngine implements SecretEngine {
   }
 
   async checkAdminSecret(secret: Secret): Promise<boolean> {
-    const c = new pg.Client({ connectionString: this.#bareUrl, password: secret.reveal(), connectionTimeoutMillis: 10_000 });
+    const c = new pg.Client({ ...this.#target, password: secret.reveal(), connectionTimeoutMillis: 10_000 });
     try {
       await c.connect();
       await c.query('select 1');
