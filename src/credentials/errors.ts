@@ -17,6 +17,14 @@ export const credentialErrors = defineErrorCatalog('CRED', {
   ERR_CRED_ENGINE_CONFIG_INVALID: { status: 400, description: 'a secret engine definition is malformed; the message names the field' },
   ERR_CRED_ROLE_NOT_FOUND: { status: 404, description: 'the secret engine defines no role with this name' },
   ERR_CRED_ENGINE_FAILED: { status: 502, description: 'the database or cache behind a secret engine refused or failed an operation; the lease is revoked and the detail is in the server log' },
+  ERR_CRED_ACCOUNT_NOT_FOUND: { status: 404, description: 'the account a legacy exception names does not exist in its engine' },
+  ERR_CRED_ACCOUNT_NOT_ROTATABLE: { status: 409, description: 'writ does not rotate this account: a superuser, an account a secret engine creates, or the engine\'s own admin account' },
+  ERR_CRED_EXCEPTION_INVALID: { status: 400, description: 'a legacy exception field is malformed: owner team and contact, justification, compensating controls, OWASP NHI risk ids, expiry or rotation; the message names the field' },
+  ERR_CRED_EXCEPTION_NOT_FOUND: { status: 404, description: 'no legacy exception has this id' },
+  ERR_CRED_EXCEPTION_CONFLICT: { status: 409, description: 'another legacy exception already has this name or covers this engine account' },
+  ERR_CRED_EXCEPTION_NOT_ROTATABLE: { status: 409, description: 'the legacy exception names no PostgreSQL engine, so writ cannot rotate its secret' },
+  ERR_CRED_EXCEPTION_NO_SECRET: { status: 404, description: 'writ has not rotated this exception\'s secret yet, so it holds none to show' },
+  ERR_CRED_ROTATION_IN_PROGRESS: { status: 409, description: 'another rotation of this secret is under way (on this or another replica); retry when it finishes' },
   ERR_CRED_REVOKE_SELECTOR_INVALID: { status: 400, description: 'a bulk revocation names exactly one of task, subject or prefix, and a prefix is not empty' },
 });
 

@@ -81,11 +81,7 @@ export class LeaseManager implements LeaseManagerPort {
       if (task.state !== 'active' || deadline <= now) throw credentialErrors.error('ERR_CRED_TASK_NOT_ACTIVE', `task \`${req.taskId}\` is ${task.state === 'active' ? 'past its deadline' : task.state}`);
       // A credential never outlives the task it is bound to.
       cap = Math.min(cap, deadline);
-      const perTask = await this.#store.countLiveLeases({ taskId: req.taskId }, nowIso);
-      if (perTask >= this.#limits.maxPerTask) throw credentialErrors.error('ERR_CRED_QUOTA_EXCEEDED', `task \`${req.taskId}\` holds ${perTask} live leases; the quota is ${this.#limits.maxPerTask}`);
     }
-    const perSubject = await this.#store.countLiveLeases({ subject: req.subject }, nowIso);
-    if (perSubject >= this.#limits.maxPerIdentity) throw credentialErrors.error('ERR_CRED_QUOTA_EXCEEDED', `\`${req.subject}\` holds ${perSubject} live leases; the quota is ${this.#limits.maxPerIdentity}`);
     const lease: Lease = {
       id: req.id ?? newLeaseId(),
       kind: req.kind,
@@ -100,8 +96,14 @@ export class LeaseManager implements LeaseManagerPort {
       revokeReason: null,
       handle: { ...(req.handle ?? {}) },
     };
-    // INVARIANT: the row is durable before the caller mints anything (write-ahead).
-    await this.#store.insertLease(lease);
+    // INVARIANT: the row is durable before the caller mints anything (write-ahead),
+    // and the quota check and the insert are one step in the store, so replicas
+    // racing for the last slot cannot both take it.
+    const outcome = await this.#store.insertLeaseWithinQuota(lease, { maxPerSubject: this.#limits.maxPerIdentity, maxPerTask: this.#limits.maxPerTask }, nowIso);
+    if (!outcome.inserted) {
+      if (outcome.by === 'task') throw credentialErrors.error('ERR_CRED_QUOTA_EXCEEDED', `task \`${req.taskId ?? ''}\` holds ${outcome.live} live leases; the quota is ${this.#limits.maxPerTask}`);
+      throw credentialErrors.error('ERR_CRED_QUOTA_EXCEEDED', `\`${req.subject}\` holds ${outcome.live} live leases; the quota is ${this.#limits.maxPerIdentity}`);
+    }
     await this.#event('lease.opened', lease, req.correlationId, req.actor ?? { type: 'workload', id: req.subject });
     return lease;
   }

@@ -31,15 +31,20 @@ export type AdminPermission =
   | 'leases.read'
   | 'leases.manage'
   | 'tasks.read'
-  | 'tasks.manage';
+  | 'tasks.manage'
+  | 'exceptions.read'
+  | 'exceptions.manage'
+  | 'exceptions.reveal'
+  | 'engines.read'
+  | 'engines.manage';
 
 const GRANTS: Readonly<Record<AdminRole, readonly AdminPermission[]>> = {
-  admin: ['policy.read', 'policy.manage', 'decisions.evaluate', 'status.read', 'principals.read', 'principals.manage', 'audit.read', 'audit.verify', 'entries.read', 'entries.manage', 'nodes.read', 'nodes.manage', 'ca.read', 'ca.manage', 'signals.submit', 'signals.read', 'revocations.publish', 'revocations.subscribe', 'creds.issue', 'leases.read', 'leases.manage', 'tasks.read', 'tasks.manage'],
-  operator: ['policy.read', 'policy.manage', 'status.read', 'principals.read', 'entries.read', 'entries.manage', 'nodes.read', 'nodes.manage', 'ca.read', 'ca.manage', 'signals.submit', 'signals.read', 'revocations.publish', 'creds.issue', 'leases.read', 'leases.manage', 'tasks.read', 'tasks.manage'],
+  admin: ['policy.read', 'policy.manage', 'decisions.evaluate', 'status.read', 'principals.read', 'principals.manage', 'audit.read', 'audit.verify', 'entries.read', 'entries.manage', 'nodes.read', 'nodes.manage', 'ca.read', 'ca.manage', 'signals.submit', 'signals.read', 'revocations.publish', 'revocations.subscribe', 'creds.issue', 'leases.read', 'leases.manage', 'tasks.read', 'tasks.manage', 'exceptions.read', 'exceptions.manage', 'exceptions.reveal', 'engines.read', 'engines.manage'],
+  operator: ['policy.read', 'policy.manage', 'status.read', 'principals.read', 'entries.read', 'entries.manage', 'nodes.read', 'nodes.manage', 'ca.read', 'ca.manage', 'signals.submit', 'signals.read', 'revocations.publish', 'creds.issue', 'leases.read', 'leases.manage', 'tasks.read', 'tasks.manage', 'exceptions.read', 'exceptions.manage', 'engines.read', 'engines.manage'],
   approver: ['status.read'],
   // An enforcement point: asks the PDP for decisions (AuthZEN) and follows the revocation stream.
   pep: ['decisions.evaluate', 'revocations.subscribe'],
-  auditor: ['policy.read', 'status.read', 'principals.read', 'audit.read', 'audit.verify', 'entries.read', 'nodes.read', 'ca.read', 'signals.read', 'leases.read', 'tasks.read'],
+  auditor: ['policy.read', 'status.read', 'principals.read', 'audit.read', 'audit.verify', 'entries.read', 'nodes.read', 'ca.read', 'signals.read', 'leases.read', 'tasks.read', 'exceptions.read', 'engines.read'],
 };
 
 /** True when `role` is one of {@link ADMIN_ROLES}. */

@@ -5,10 +5,11 @@
  * response body (`cache-control: no-store`) and is never logged or audited.
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { systemClock } from '../kernel/index.ts';
 import type { AuditActor, AuditSink, Clock, WritConfig } from '../kernel/index.ts';
-import { DynamicCredentials, LeaseManager, Reaper, TaskService, buildEngines, credentialErrors } from '../credentials/index.ts';
-import type { Lease, LeaseState, ReaperPass, Task } from '../credentials/index.ts';
+import { newCorrelationId, systemClock } from '../kernel/index.ts';
+import { KeyEncryptionKey } from '../identity/index.ts';
+import { DynamicCredentials, EngineRotator, ExceptionService, LeaseManager, Reaper, TaskService, buildEngines, credentialErrors, exceptionView } from '../credentials/index.ts';
+import type { EngineRotation, ExceptionInput, ExceptionSweep, Lease, LeaseState, ReaperPass, Task } from '../credentials/index.ts';
 import type { Store } from '../storage/index.ts';
 
 /** The credentials part of the running server. */
@@ -17,6 +18,12 @@ export interface ServedCredentials {
   readonly tasks: TaskService;
   readonly dynamic: DynamicCredentials;
   readonly reaper: Reaper;
+  /** Rotation of the engines' own admin secrets. */
+  readonly rotator: EngineRotator;
+  /** Legacy exceptions: registration, findings, password rotation. */
+  readonly exceptions: ExceptionService;
+  /** One maintenance pass: the reaper, due engine rotations, then the exception sweep (what the timer runs). */
+  maintain(): Promise<{ reaper: ReaperPass; engineRotations: readonly EngineRotation[]; exceptions: ExceptionSweep }>;
   readonly dynamicTtlMs: number;
   /** What the pass at start did (reconciliation included), or why it failed. */
   readonly startPass: ReaperPass | { error: string };
@@ -27,14 +34,21 @@ export interface ServedCredentials {
 }
 
 /**
- * Build the lease manager, tasks and engines, run one reaper pass (which
- * reconciles every engine's accounts against the leases), and start the timer.
+ * Build the lease manager, tasks, engines (whose admin secrets Writ rotates,
+ * sealed under the KEK) and legacy exceptions, run one maintenance pass (the
+ * reaper reconciles every engine's accounts against the leases; due
+ * rotations run), and start the timer.
  *
  * @example
- * const creds = await startCredentials(config, store, audit);
+ * const creds = await startCredentials(config, store, audit, systemClock, kekBytes);
  */
-export async function startCredentials(config: WritConfig, store: Store, audit: AuditSink, clock: Clock = systemClock): Promise<ServedCredentials> {
-  const engines = buildEngines(JSON.parse(config['credentials.engines']) as unknown);
+export async function startCredentials(config: WritConfig, store: Store, audit: AuditSink, clock: Clock = systemClock, kekBytes?: Uint8Array): Promise<ServedCredentials> {
+  if (kekBytes === undefined) throw new TypeError('startCredentials needs the key-encryption key');
+  const kek = new KeyEncryptionKey(kekBytes);
+  const rotator = new EngineRotator({ store: store.credentials, kek, audit, clock });
+  const engines = buildEngines(JSON.parse(config['credentials.engines']) as unknown, (name) => rotator.source(name));
+  rotator.attach(engines);
+  const exceptions = new ExceptionService({ store: store.credentials, engine: (name) => engines.find((e) => e.name === name), kek, audit, clock });
   const leases = new LeaseManager({
     store: store.credentials,
     tasks: store.credentials,
@@ -52,19 +66,27 @@ export async function startCredentials(config: WritConfig, store: Store, audit: 
     else log.error({ err }, msg);
   };
   leases.onRevokerError = (lease, err) => report(err, `engine revocation of lease ${lease.id} failed; the reaper retries it`);
+  const maintain = async (): Promise<{ reaper: ReaperPass; engineRotations: readonly EngineRotation[]; exceptions: ExceptionSweep }> => {
+    const cid = newCorrelationId();
+    const pass = await reaper.pass();
+    // Rotation failures are audited and reported one by one; they never stop the pass.
+    const engineRotations = await rotator.rotateDue(cid, (engine, err) => report(err, `scheduled rotation of engine ${engine}'s admin secret failed; it is retried on the timer`));
+    const swept = await exceptions.sweep(cid, (id, err) => report(err, `scheduled rotation of exception ${id} failed; it is retried on the timer`));
+    return { reaper: pass, engineRotations, exceptions: swept };
+  };
   let startPass: ReaperPass | { error: string };
   try {
-    startPass = await reaper.pass();
+    startPass = (await maintain()).reaper;
   } catch (err) {
     // An engine that is down must not keep the control plane down: the timer retries.
     startPass = { error: (err as Error).message };
-    report(err, 'the reaper pass at start failed; it is retried on the timer');
+    report(err, 'the maintenance pass at start failed; it is retried on the timer');
   }
   let timer: NodeJS.Timeout | undefined;
   const every = config['credentials.reaperIntervalSeconds'];
   if (every > 0) {
     timer = setInterval(() => {
-      reaper.pass().catch((err: unknown) => report(err, 'reaper pass failed; it is retried on the timer'));
+      maintain().catch((err: unknown) => report(err, 'maintenance pass failed; it is retried on the timer'));
     }, every * 1000);
     timer.unref();
   }
@@ -73,6 +95,9 @@ export async function startCredentials(config: WritConfig, store: Store, audit: 
     tasks,
     dynamic,
     reaper,
+    rotator,
+    exceptions,
+    maintain,
     startPass,
     dynamicTtlMs: config['credentials.dynamicTtlSeconds'] * 1000,
     setLogger(l) {
@@ -238,5 +263,127 @@ export async function registerCredentialRoutes(app: FastifyInstance, creds: Serv
     const by = actorOf(req);
     const out = b.taskId !== undefined ? await creds.leases.revokeByTask(b.taskId, r, req.correlationId, by) : b.subject !== undefined ? await creds.leases.revokeBySubject(b.subject, r, req.correlationId, by) : await creds.leases.revokeByPrefix(b.prefix ?? '', r, req.correlationId, by);
     return { revoked: out.map(leaseJson) };
+  });
+
+  await registerExceptionRoutes(app, creds);
+  await registerEngineRoutes(app, creds);
+}
+
+const excIdParams = { type: 'object', properties: { id: { type: 'string', pattern: '^exc_[0-9a-f]{24}$' } }, required: ['id'], additionalProperties: false } as const;
+const textList = (max: number) => ({ type: 'array', minItems: 1, maxItems: 32, items: { type: 'string', minLength: 1, maxLength: max } }) as const;
+
+/**
+ * Legacy exceptions: register, list, show, renew, rotate, reveal the current
+ * password (once per call, `no-store`), delete, and the findings list.
+ *
+ * @example
+ * await registerExceptionRoutes(app, creds);
+ */
+async function registerExceptionRoutes(app: FastifyInstance, creds: ServedCredentials): Promise<void> {
+  const security = [{ adminToken: [] }];
+  const tags = ['credentials'];
+
+  app.post('/admin/v1/exceptions', {
+    config: { permission: 'exceptions.manage' },
+    schema: {
+      summary: 'register a legacy exception: a static secret writ cannot replace, owned, justified, compensated, time-boxed, with the OWASP NHI risks it accepts',
+      tags,
+      security,
+      body: {
+        type: 'object',
+        properties: {
+          name: { type: 'string', minLength: 1, maxLength: 63 },
+          account: { type: 'string', minLength: 1, maxLength: 63 },
+          system: { type: 'string', minLength: 1, maxLength: 256 },
+          engine: { type: 'string', minLength: 1, maxLength: 63 },
+          rotateEverySeconds: { type: 'integer', minimum: 1 },
+          owner: { type: 'object', properties: { team: { type: 'string', minLength: 1, maxLength: 128 }, contact: { type: 'string', minLength: 3, maxLength: 320 } }, required: ['team', 'contact'], additionalProperties: false },
+          justification: { type: 'string', minLength: 1, maxLength: 4096 },
+          compensatingControls: textList(512),
+          risks: { type: 'array', minItems: 1, maxItems: 10, items: { type: 'string', minLength: 1, maxLength: 16 } },
+          expiresAt: { type: 'string', minLength: 10, maxLength: 40 },
+        },
+        required: ['name', 'account', 'owner', 'justification', 'compensatingControls', 'risks', 'expiresAt'],
+        additionalProperties: false,
+      },
+    },
+  }, async (req, reply) => {
+    const exc = await creds.exceptions.create(req.body as ExceptionInput, actorOf(req), req.correlationId);
+    return reply.code(201).send(exceptionView(exc));
+  });
+
+  app.get('/admin/v1/exceptions', { config: { permission: 'exceptions.read' }, schema: { summary: 'every legacy exception (never a secret)', tags, security } }, async () => {
+    return { exceptions: (await creds.exceptions.list()).map(exceptionView) };
+  });
+
+  app.get('/admin/v1/exceptions/findings', { config: { permission: 'exceptions.read' }, schema: { summary: 'findings: expired legacy exceptions and exceptions whose password rotation fails', tags, security } }, async () => {
+    return { findings: await creds.exceptions.findings() };
+  });
+
+  app.get('/admin/v1/exceptions/:id', { config: { permission: 'exceptions.read' }, schema: { summary: 'one legacy exception (never its secret)', tags, security, params: excIdParams } }, async (req) => {
+    const { id } = req.params as { id: string };
+    return exceptionView(await creds.exceptions.get(id));
+  });
+
+  app.post('/admin/v1/exceptions/:id/renew', {
+    config: { permission: 'exceptions.manage' },
+    schema: {
+      summary: 'renew a legacy exception to a new expiry (optionally re-justified); clears its expiry finding',
+      tags,
+      security,
+      params: excIdParams,
+      body: { type: 'object', properties: { expiresAt: { type: 'string', minLength: 10, maxLength: 40 }, justification: { type: 'string', minLength: 1, maxLength: 4096 }, compensatingControls: textList(512) }, required: ['expiresAt'], additionalProperties: false },
+    },
+  }, async (req) => {
+    const { id } = req.params as { id: string };
+    const b = req.body as { expiresAt: string; justification?: string; compensatingControls?: string[] };
+    return exceptionView(await creds.exceptions.renew(id, b, actorOf(req), req.correlationId));
+  });
+
+  app.post('/admin/v1/exceptions/:id/rotate', {
+    config: { permission: 'exceptions.manage' },
+    schema: { summary: 'rotate the exception account\'s PostgreSQL password now (the new one is sealed under the KEK; fetch it with /secret)', tags, security, params: excIdParams },
+  }, async (req) => {
+    const { id } = req.params as { id: string };
+    return exceptionView(await creds.exceptions.rotate(id, 'admin', actorOf(req), req.correlationId));
+  });
+
+  app.post('/admin/v1/exceptions/:id/secret', {
+    config: { permission: 'exceptions.reveal' },
+    schema: { summary: 'the current password writ set for the exception account, for its owner to install; audited, in this response only', tags, security, params: excIdParams },
+  }, async (req, reply) => {
+    const { id } = req.params as { id: string };
+    const { exception, password } = await creds.exceptions.reveal(id, actorOf(req), req.correlationId);
+    void reply.header('cache-control', 'no-store').header('pragma', 'no-cache');
+    return { id: exception.id, account: exception.account, engine: exception.engine, lastRotatedAt: exception.lastRotatedAt, password: password.reveal() };
+  });
+
+  app.delete('/admin/v1/exceptions/:id', { config: { permission: 'exceptions.manage' }, schema: { summary: 'delete a legacy exception (its rotation stops; the audit log keeps its history)', tags, security, params: excIdParams } }, async (req) => {
+    const { id } = req.params as { id: string };
+    return { deleted: true, exception: exceptionView(await creds.exceptions.delete(id, actorOf(req), req.correlationId)) };
+  });
+}
+
+/**
+ * Secret engines: rotation status and on-demand rotation of an engine's own admin secret.
+ *
+ * @example
+ * await registerEngineRoutes(app, creds);
+ */
+async function registerEngineRoutes(app: FastifyInstance, creds: ServedCredentials): Promise<void> {
+  const security = [{ adminToken: [] }];
+  const tags = ['credentials'];
+  const nameParams = { type: 'object', properties: { name: { type: 'string', minLength: 1, maxLength: 63 } }, required: ['name'], additionalProperties: false } as const;
+
+  app.get('/admin/v1/engines', { config: { permission: 'engines.read' }, schema: { summary: 'secret engines and the rotation of their admin secrets (never a secret)', tags, security } }, async () => {
+    return { engines: await creds.rotator.status() };
+  });
+
+  app.post('/admin/v1/engines/:name/rotate', {
+    config: { permission: 'engines.manage' },
+    schema: { summary: 'rotate the engine\'s own admin secret now (PostgreSQL: ALTER ROLE … PASSWORD; Redis: ACL SETUSER); issuance in flight continues', tags, security, params: nameParams },
+  }, async (req) => {
+    const { name } = req.params as { name: string };
+    return creds.rotator.rotate(name, 'admin', actorOf(req), req.correlationId);
   });
 }

@@ -94,7 +94,7 @@ export async function startServer(sources: ConfigSources & { logStream?: NodeJS.
       if (r.outcome !== 'delivered') appLog?.(r);
     });
     const served1 = signals;
-    creds = await startCredentials(config, store, audit);
+    creds = await startCredentials(config, store, audit, systemClock, identity.kek.kek);
     const served0 = identity;
     const pdp0 = policy;
     const oauth = await startOAuth({ config, clock: systemClock, audit, decide: (r) => pdp0.decider.decide(r), bundles: () => served0.issuer.bundle(), jtis: store.identity, leases: creds.leases, tasks: taskLookup(store.credentials), signingSecret: served0.kek.kek });

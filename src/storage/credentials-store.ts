@@ -4,10 +4,33 @@
  */
 import { sql } from 'kysely';
 import type { Kysely } from 'kysely';
-import type { Lease, LeaseFilter, LeaseKind, LeasePatch, LeaseState, LeaseStore, Task, TaskState, TaskStore } from '../credentials/index.ts';
-import type { Database, LeasesTable, TasksTable } from './schema.ts';
+import type {
+  EngineSecretPatch,
+  EngineSecretRow,
+  EngineSecretStore,
+  ExceptionPatch,
+  ExceptionStore,
+  Lease,
+  LeaseFilter,
+  LeaseKind,
+  LeasePatch,
+  LeaseQuota,
+  LeaseState,
+  LeaseStore,
+  LegacyException,
+  QuotaOutcome,
+  SealedSecret,
+  Task,
+  TaskState,
+  TaskStore,
+} from '../credentials/index.ts';
+import type { Database, EngineSecretsTable, LeasesTable, LegacyExceptionsTable, TasksTable } from './schema.ts';
 
 const INSERT_CHUNK = 400;
+
+/** Advisory lock classes (first key of the two-key form): quota counts per task and per subject. */
+const QUOTA_LOCK_TASK = 0x77716c74; // 'wqlt'
+const QUOTA_LOCK_SUBJECT = 0x77716c73; // 'wqls'
 
 function leaseOf(r: LeasesTable): Lease {
   return {
@@ -57,15 +80,82 @@ function taskOf(r: TasksTable): Task {
   };
 }
 
+function isUniqueViolation(e: unknown): boolean {
+  const err = e as { code?: unknown; errcode?: unknown };
+  return err.code === '23505' || err.errcode === 2067 || err.errcode === 1555;
+}
+
+function sealed(text: string | null): SealedSecret | null {
+  return text === null ? null : (JSON.parse(text) as SealedSecret);
+}
+
+function sealedText(s: SealedSecret | null): string | null {
+  return s === null ? null : JSON.stringify({ v: s.v, kekId: s.kekId, wrappedDek: s.wrappedDek, ciphertext: s.ciphertext });
+}
+
+function exceptionOf(r: LegacyExceptionsTable): LegacyException {
+  return {
+    id: r.id,
+    name: r.name,
+    account: r.account,
+    system: r.system,
+    engine: r.engine,
+    rotateEverySeconds: r.rotate_every_seconds === null ? null : Number(r.rotate_every_seconds),
+    owner: { team: r.owner_team, contact: r.owner_contact },
+    justification: r.justification,
+    compensatingControls: JSON.parse(r.compensating_controls) as string[],
+    risks: JSON.parse(r.risks) as string[],
+    expiresAt: r.expires_at,
+    createdAt: r.created_at,
+    createdBy: r.created_by,
+    updatedAt: r.updated_at,
+    revision: Number(r.revision),
+    lastRotatedAt: r.last_rotated_at,
+    nextRotationAt: r.next_rotation_at,
+    lastRotationError: r.last_rotation_error,
+    expiredFindingAt: r.expired_finding_at,
+    secret: sealed(r.secret),
+    pendingSecret: sealed(r.pending_secret),
+  };
+}
+
+function exceptionSet(p: ExceptionPatch): Partial<LegacyExceptionsTable> {
+  const set: Partial<LegacyExceptionsTable> = {};
+  if (p.system !== undefined) set.system = p.system;
+  if (p.rotateEverySeconds !== undefined) set.rotate_every_seconds = p.rotateEverySeconds;
+  if (p.owner !== undefined) {
+    set.owner_team = p.owner.team;
+    set.owner_contact = p.owner.contact;
+  }
+  if (p.justification !== undefined) set.justification = p.justification;
+  if (p.compensatingControls !== undefined) set.compensating_controls = JSON.stringify(p.compensatingControls);
+  if (p.risks !== undefined) set.risks = JSON.stringify(p.risks);
+  if (p.expiresAt !== undefined) set.expires_at = p.expiresAt;
+  if (p.updatedAt !== undefined) set.updated_at = p.updatedAt;
+  if (p.lastRotatedAt !== undefined) set.last_rotated_at = p.lastRotatedAt;
+  if (p.nextRotationAt !== undefined) set.next_rotation_at = p.nextRotationAt;
+  if (p.lastRotationError !== undefined) set.last_rotation_error = p.lastRotationError;
+  if (p.expiredFindingAt !== undefined) set.expired_finding_at = p.expiredFindingAt;
+  if (p.secret !== undefined) set.secret = sealedText(p.secret);
+  if (p.pendingSecret !== undefined) set.pending_secret = sealedText(p.pendingSecret);
+  return set;
+}
+
+function engineSecretOf(r: EngineSecretsTable): EngineSecretRow {
+  return { engine: r.engine, current: sealed(r.current_secret), next: sealed(r.next_secret), nextAt: r.next_at, rotatedAt: r.rotated_at, revision: Number(r.revision) };
+}
+
 /**
  * @example
- * const creds = new CredentialTables(db);
+ * const creds = new CredentialTables('sqlite', db);
  * await creds.insertLease(lease);
  */
-export class CredentialTables implements LeaseStore, TaskStore {
+export class CredentialTables implements LeaseStore, TaskStore, ExceptionStore, EngineSecretStore {
+  readonly #kind: 'sqlite' | 'postgres';
   readonly #db: Kysely<Database>;
 
-  constructor(db: Kysely<Database>) {
+  constructor(kind: 'sqlite' | 'postgres', db: Kysely<Database>) {
+    this.#kind = kind;
     this.#db = db;
   }
 
@@ -134,8 +224,34 @@ export class CredentialTables implements LeaseStore, TaskStore {
     return (await q.execute()).map(leaseOf);
   }
 
-  async countLiveLeases(by: { subject: string } | { taskId: string }, nowIso: string): Promise<number> {
-    let q = this.#db.selectFrom('leases').select((eb) => eb.fn.countAll<string | number>().as('n')).where('state', 'in', ['pending', 'active']).where('expires_at', '>', nowIso);
+  countLiveLeases(by: { subject: string } | { taskId: string }, nowIso: string): Promise<number> {
+    return this.#countLive(this.#db, by, nowIso);
+  }
+
+  async insertLeaseWithinQuota(lease: Lease, quota: LeaseQuota, nowIso: string): Promise<QuotaOutcome> {
+    return this.#db.transaction().execute(async (trx) => {
+      if (this.#kind === 'postgres') {
+        // Transaction-scoped advisory locks serialize every opener of this task
+        // and of this subject across replicas until commit. Always the task
+        // first, then the subject: one fixed order, so two openers never wait
+        // on each other in a cycle. (SQLite: BEGIN IMMEDIATE already holds the
+        // database's single write lock for the whole transaction.)
+        if (lease.taskId !== null) await sql`select pg_advisory_xact_lock(${QUOTA_LOCK_TASK}, hashtext(${lease.taskId}))`.execute(trx);
+        await sql`select pg_advisory_xact_lock(${QUOTA_LOCK_SUBJECT}, hashtext(${lease.subject}))`.execute(trx);
+      }
+      if (lease.taskId !== null) {
+        const live = await this.#countLive(trx, { taskId: lease.taskId }, nowIso);
+        if (live >= quota.maxPerTask) return { inserted: false, by: 'task', live } as const;
+      }
+      const live = await this.#countLive(trx, { subject: lease.subject }, nowIso);
+      if (live >= quota.maxPerSubject) return { inserted: false, by: 'subject', live } as const;
+      await trx.insertInto('leases').values(rowOf(lease)).execute();
+      return { inserted: true } as const;
+    });
+  }
+
+  async #countLive(db: Kysely<Database>, by: { subject: string } | { taskId: string }, nowIso: string): Promise<number> {
+    let q = db.selectFrom('leases').select((eb) => eb.fn.countAll<string | number>().as('n')).where('state', 'in', ['pending', 'active']).where('expires_at', '>', nowIso);
     q = 'subject' in by ? q.where('subject', '=', by.subject) : q.where('task_id', '=', by.taskId);
     const r = await q.executeTakeFirst();
     return Number(r?.n ?? 0);
@@ -163,5 +279,93 @@ export class CredentialTables implements LeaseStore, TaskStore {
   async listOverdueTasks(nowIso: string, limit: number): Promise<readonly Task[]> {
     const rows = await this.#db.selectFrom('tasks').selectAll().where('state', '=', 'active').where('deadline', '<=', nowIso).orderBy('deadline').limit(limit).execute();
     return rows.map(taskOf);
+  }
+
+  // ---- ExceptionStore ----------------------------------------------------------
+
+  async insertException(e: LegacyException): Promise<boolean> {
+    try {
+      await this.#db
+        .insertInto('legacy_exceptions')
+        .values({
+          id: e.id,
+          name: e.name,
+          account: e.account,
+          system: e.system,
+          engine: e.engine,
+          rotate_every_seconds: e.rotateEverySeconds,
+          owner_team: e.owner.team,
+          owner_contact: e.owner.contact,
+          justification: e.justification,
+          compensating_controls: JSON.stringify(e.compensatingControls),
+          risks: JSON.stringify(e.risks),
+          expires_at: e.expiresAt,
+          created_at: e.createdAt,
+          created_by: e.createdBy,
+          updated_at: e.updatedAt,
+          revision: e.revision,
+          last_rotated_at: e.lastRotatedAt,
+          next_rotation_at: e.nextRotationAt,
+          last_rotation_error: e.lastRotationError,
+          expired_finding_at: e.expiredFindingAt,
+          secret: sealedText(e.secret),
+          pending_secret: sealedText(e.pendingSecret),
+        })
+        .execute();
+      return true;
+    } catch (err) {
+      if (isUniqueViolation(err)) return false;
+      throw err;
+    }
+  }
+
+  async getException(id: string): Promise<LegacyException | undefined> {
+    const r = await this.#db.selectFrom('legacy_exceptions').selectAll().where('id', '=', id).executeTakeFirst();
+    return r === undefined ? undefined : exceptionOf(r);
+  }
+
+  async listExceptions(): Promise<readonly LegacyException[]> {
+    const rows = await this.#db.selectFrom('legacy_exceptions').selectAll().orderBy('name').execute();
+    return rows.map(exceptionOf);
+  }
+
+  async updateException(id: string, revision: number, patch: ExceptionPatch): Promise<LegacyException | undefined> {
+    const r = await this.#db
+      .updateTable('legacy_exceptions')
+      .set({ ...exceptionSet(patch), revision: revision + 1 })
+      .where('id', '=', id)
+      .where('revision', '=', revision)
+      .returningAll()
+      .executeTakeFirst();
+    return r === undefined ? undefined : exceptionOf(r);
+  }
+
+  async deleteException(id: string): Promise<boolean> {
+    const r = await this.#db.deleteFrom('legacy_exceptions').where('id', '=', id).executeTakeFirst();
+    return Number(r.numDeletedRows) === 1;
+  }
+
+  // ---- EngineSecretStore ---------------------------------------------------------
+
+  async ensureEngineSecret(engine: string, nowIso: string): Promise<EngineSecretRow> {
+    await this.#db.insertInto('engine_secrets').values({ engine, current_secret: null, next_secret: null, next_at: null, rotated_at: nowIso, revision: 0 }).onConflict((oc) => oc.column('engine').doNothing()).execute();
+    const row = await this.getEngineSecret(engine);
+    if (row === undefined) throw new Error(`engine secret row for ${engine} vanished`);
+    return row;
+  }
+
+  async getEngineSecret(engine: string): Promise<EngineSecretRow | undefined> {
+    const r = await this.#db.selectFrom('engine_secrets').selectAll().where('engine', '=', engine).executeTakeFirst();
+    return r === undefined ? undefined : engineSecretOf(r);
+  }
+
+  async updateEngineSecret(engine: string, revision: number, patch: EngineSecretPatch): Promise<EngineSecretRow | undefined> {
+    const set: Partial<EngineSecretsTable> = { revision: revision + 1 };
+    if (patch.current !== undefined) set.current_secret = sealedText(patch.current);
+    if (patch.next !== undefined) set.next_secret = sealedText(patch.next);
+    if (patch.nextAt !== undefined) set.next_at = patch.nextAt;
+    if (patch.rotatedAt !== undefined) set.rotated_at = patch.rotatedAt;
+    const r = await this.#db.updateTable('engine_secrets').set(set).where('engine', '=', engine).where('revision', '=', revision).returningAll().executeTakeFirst();
+    return r === undefined ? undefined : engineSecretOf(r);
   }
 }

@@ -165,6 +165,50 @@ const migrations: Record<string, Migration> = {
       await db.schema.createIndex('tasks_state_deadline').on('tasks').columns(['state', 'deadline']).execute();
     },
   },
+  '0006_credential_exceptions': {
+    async up(db: Kysely<unknown>) {
+      // Legacy exceptions: static secrets Writ cannot replace, owned, justified and time-boxed.
+      // Secrets are sealed JSON (envelope-encrypted under the KEK), never plaintext.
+      await db.schema
+        .createTable('legacy_exceptions')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('name', 'text', (c) => c.notNull().unique())
+        .addColumn('account', 'text', (c) => c.notNull())
+        .addColumn('system', 'text', (c) => c.notNull())
+        .addColumn('engine', 'text')
+        .addColumn('rotate_every_seconds', 'integer')
+        .addColumn('owner_team', 'text', (c) => c.notNull())
+        .addColumn('owner_contact', 'text', (c) => c.notNull())
+        .addColumn('justification', 'text', (c) => c.notNull())
+        .addColumn('compensating_controls', 'text', (c) => c.notNull())
+        .addColumn('risks', 'text', (c) => c.notNull())
+        .addColumn('expires_at', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .addColumn('created_by', 'text', (c) => c.notNull())
+        .addColumn('updated_at', 'text', (c) => c.notNull())
+        .addColumn('revision', 'integer', (c) => c.notNull())
+        .addColumn('last_rotated_at', 'text')
+        .addColumn('next_rotation_at', 'text')
+        .addColumn('last_rotation_error', 'text')
+        .addColumn('expired_finding_at', 'text')
+        .addColumn('secret', 'text')
+        .addColumn('pending_secret', 'text')
+        .execute();
+      // One schedule per account: two exceptions must not rotate the same role.
+      await sql`create unique index legacy_exceptions_engine_account on legacy_exceptions (engine, account) where engine is not null`.execute(db);
+      await db.schema.createIndex('legacy_exceptions_next_rotation').on('legacy_exceptions').column('next_rotation_at').execute();
+      // The admin secret of each secret engine once Writ has rotated it.
+      await db.schema
+        .createTable('engine_secrets')
+        .addColumn('engine', 'text', (c) => c.primaryKey())
+        .addColumn('current_secret', 'text')
+        .addColumn('next_secret', 'text')
+        .addColumn('next_at', 'text')
+        .addColumn('rotated_at', 'text', (c) => c.notNull())
+        .addColumn('revision', 'integer', (c) => c.notNull())
+        .execute();
+    },
+  },
 };
 
 /** The migrations, in order, for Kysely's Migrator. */

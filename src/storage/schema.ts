@@ -90,6 +90,8 @@ export interface Database {
   tasks: TasksTable;
   signals: SignalsTable;
   revocation_events: RevocationEventsTable;
+  legacy_exceptions: LegacyExceptionsTable;
+  engine_secrets: EngineSecretsTable;
 }
 
 /** Signals: the validated signal as JSON in `body`. */
@@ -139,4 +141,40 @@ export interface TasksTable {
   deadline: string;
   ended_at: string | null;
   ended_by: string | null;
+}
+
+/** Legacy exceptions; lists are JSON arrays, secrets sealed JSON (never plaintext). */
+export interface LegacyExceptionsTable {
+  id: string;
+  name: string;
+  account: string;
+  system: string;
+  engine: string | null;
+  rotate_every_seconds: number | null;
+  owner_team: string;
+  owner_contact: string;
+  justification: string;
+  compensating_controls: string;
+  risks: string;
+  expires_at: string;
+  created_at: string;
+  created_by: string;
+  updated_at: string;
+  revision: number;
+  last_rotated_at: string | null;
+  next_rotation_at: string | null;
+  last_rotation_error: string | null;
+  expired_finding_at: string | null;
+  secret: string | null;
+  pending_secret: string | null;
+}
+
+/** Engine admin secrets rotated by Writ; sealed JSON. */
+export interface EngineSecretsTable {
+  engine: string;
+  current_secret: string | null;
+  next_secret: string | null;
+  next_at: string | null;
+  rotated_at: string;
+  revision: number;
 }

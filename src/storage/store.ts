@@ -68,7 +68,7 @@ export class Store implements AuditStore, AdminPrincipalStore {
     this.db = db;
     this.location = location;
     this.identity = new IdentityTables(kind, db);
-    this.credentials = new CredentialTables(db);
+    this.credentials = new CredentialTables(kind, db);
     this.signals = new SignalTables(db);
   }
 

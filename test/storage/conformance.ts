@@ -9,7 +9,7 @@ import { seal, prepareEvent, toEventBody, verifyChain, GENESIS_HASH } from '../.
 import type { StoredAuditRow } from '../../src/audit/index.ts';
 import type { AdminPrincipalRow } from '../../src/governance/index.ts';
 import type { StoredCaKey, RegistrationEntry, JoinTokenRecord, NodeRecord } from '../../src/identity/index.ts';
-import type { Lease, Task } from '../../src/credentials/index.ts';
+import type { Lease, LegacyException, Task } from '../../src/credentials/index.ts';
 import type { Signal, SignalRecord } from '../../src/signals/index.ts';
 
 /** How the suite gets a fresh, migrated store, and a second handle on the same data. */
@@ -399,6 +399,21 @@ export function storeConformance(name: string, factory: StoreFactory): void {
       assert.deepEqual(await c.updateLeasesByIds([], ['active'], { state: 'revoked' }), []);
     });
 
+    test('credentials: a lease is inserted only within its task and subject quotas', async () => {
+      const c = store.credentials;
+      const now = '2026-01-01T00:00:00.000Z';
+      const q = { maxPerSubject: 2, maxPerTask: 3 };
+      assert.deepEqual(await c.insertLeaseWithinQuota(lease('q00000000000000000000001', { taskId: 'task_q', subject: 'spiffe://example.org/q/a' }), q, now), { inserted: true });
+      assert.deepEqual(await c.insertLeaseWithinQuota(lease('q00000000000000000000002', { taskId: 'task_q', subject: 'spiffe://example.org/q/a' }), q, now), { inserted: true });
+      assert.deepEqual(await c.insertLeaseWithinQuota(lease('q00000000000000000000003', { taskId: 'task_q', subject: 'spiffe://example.org/q/a' }), q, now), { inserted: false, by: 'subject', live: 2 });
+      assert.equal(await c.getLease('q00000000000000000000003'), undefined, 'a refused lease leaves no row');
+      assert.deepEqual(await c.insertLeaseWithinQuota(lease('q00000000000000000000004', { taskId: 'task_q', subject: 'spiffe://example.org/q/b' }), q, now), { inserted: true });
+      assert.deepEqual(await c.insertLeaseWithinQuota(lease('q00000000000000000000005', { taskId: 'task_q', subject: 'spiffe://example.org/q/c' }), q, now), { inserted: false, by: 'task', live: 3 });
+      assert.deepEqual(await c.insertLeaseWithinQuota(lease('q00000000000000000000006', { subject: 'spiffe://example.org/q/a' }), q, '2026-01-01T00:10:00.000Z'), { inserted: true }, 'leases expired at `now` do not count');
+      assert.deepEqual(await c.insertLeaseWithinQuota(lease('q00000000000000000000007', { taskId: 'task_q', subject: 'spiffe://example.org/q/d', state: 'revoked' }), { maxPerSubject: 9, maxPerTask: 9 }, now), { inserted: true });
+      assert.deepEqual(await c.insertLeaseWithinQuota(lease('q00000000000000000000008', { taskId: 'task_q', subject: 'spiffe://example.org/q/e' }), q, now), { inserted: false, by: 'task', live: 3 }, 'revoked rows do not count');
+    });
+
     test('credentials: tasks end once, and overdue ones are listed', async () => {
       const c = store.credentials;
       const task: Task = { id: 'task_c1', owner: 'spiffe://example.org/ci', description: 'deploy', scopes: ['db:read'], state: 'active', createdAt: '2026-01-01T00:00:00.000Z', deadline: '2026-01-01T01:00:00.000Z', endedAt: null, endedBy: null };
@@ -410,6 +425,60 @@ export function storeConformance(name: string, factory: StoreFactory): void {
       assert.deepEqual(ended, { ...task, state: 'completed', endedAt: '2026-01-01T00:10:00.000Z', endedBy: 'admin:x' });
       assert.equal(await c.endTask('task_c1', 'expired', '2026-01-01T00:11:00.000Z', 'system:writ'), undefined);
       assert.equal(await c.getTask('nope'), undefined);
+    });
+
+    const exception = (id: string, o: Partial<LegacyException> = {}): LegacyException => ({
+      id, name: `legacy-${id}`, account: `app_${id}`, system: 'billing PostgreSQL', engine: 'main', rotateEverySeconds: 86_400,
+      owner: { team: 'payments', contact: 'ana@example.org' }, justification: 'vendor app reads a static password from its config',
+      compensatingControls: ['network-restricted to 10.0.3.0/24', 'read-only grants'], risks: ['NHI2', 'NHI7'],
+      expiresAt: '2026-06-01T00:00:00.000Z', createdAt: '2026-01-01T00:00:00.000Z', createdBy: 'admin:a1', updatedAt: '2026-01-01T00:00:00.000Z',
+      revision: 1, lastRotatedAt: null, nextRotationAt: '2026-01-02T00:00:00.000Z', lastRotationError: null, expiredFindingAt: null, secret: null, pendingSecret: null, ...o,
+    });
+    const sealedSecret = { v: 1 as const, kekId: 'k1', wrappedDek: 'd'.repeat(20), ciphertext: 'c'.repeat(40) };
+
+    test('credentials: legacy exceptions round-trip, are unique by name and by engine account, and change by compare-and-set', async () => {
+      const c = store.credentials;
+      assert.equal(await c.insertException(exception('exc_1')), true);
+      assert.deepEqual(await c.getException('exc_1'), exception('exc_1'));
+      assert.equal(await c.insertException(exception('exc_2', { name: 'legacy-exc_1' })), false, 'a name is taken once');
+      assert.equal(await c.insertException(exception('exc_3', { account: 'app_exc_1' })), false, 'one exception per engine account');
+      assert.equal(await c.insertException(exception('exc_4', { engine: null, account: 'app_exc_1', rotateEverySeconds: null, nextRotationAt: null })), true, 'an account Writ does not rotate may repeat');
+      assert.equal(await c.insertException(exception('exc_5', { engine: null, account: 'app_exc_1', rotateEverySeconds: null, nextRotationAt: null })), true);
+      assert.deepEqual((await c.listExceptions()).map((e) => e.id), ['exc_1', 'exc_4', 'exc_5']);
+      const peer = (await factory.openPeer?.()) ?? store;
+      try {
+        const racers = await Promise.all(Array.from({ length: 4 }, (_, i) => (i % 2 === 0 ? store : peer).credentials.updateException('exc_1', 1, { pendingSecret: { ...sealedSecret, ciphertext: `c${i}` } })));
+        assert.equal(racers.filter((r) => r !== undefined).length, 1, 'exactly one rotation claims the revision');
+      } finally {
+        if (peer !== store) await peer.close();
+      }
+      const claimed = await c.getException('exc_1');
+      assert.equal(claimed?.revision, 2);
+      const done = await c.updateException('exc_1', 2, { secret: claimed?.pendingSecret ?? null, pendingSecret: null, lastRotatedAt: '2026-01-02T00:00:00.000Z', nextRotationAt: '2026-01-03T00:00:00.000Z', risks: ['NHI7'], compensatingControls: ['mfa on the jump host'], owner: { team: 'ops', contact: 'bo@example.org' } });
+      assert.equal(done?.revision, 3);
+      assert.deepEqual(done?.secret, claimed?.pendingSecret);
+      assert.equal(done?.pendingSecret, null);
+      assert.deepEqual(done?.risks, ['NHI7']);
+      assert.deepEqual(done?.owner, { team: 'ops', contact: 'bo@example.org' });
+      assert.equal(await c.updateException('exc_1', 2, { expiresAt: '2027-01-01T00:00:00.000Z' }), undefined, 'a stale revision changes nothing');
+      assert.equal(await c.deleteException('exc_1'), true);
+      assert.equal(await c.deleteException('exc_1'), false);
+      assert.equal(await c.getException('exc_1'), undefined);
+      assert.equal(await c.insertException(exception('exc_6', { account: 'app_exc_1' })), true, 'a deleted exception frees its account');
+    });
+
+    test('credentials: engine secrets are created once and move by compare-and-set', async () => {
+      const c = store.credentials;
+      assert.equal(await c.getEngineSecret('main'), undefined);
+      const first = await c.ensureEngineSecret('main', '2026-01-01T00:00:00.000Z');
+      assert.deepEqual(first, { engine: 'main', current: null, next: null, nextAt: null, rotatedAt: '2026-01-01T00:00:00.000Z', revision: 0 });
+      assert.deepEqual(await c.ensureEngineSecret('main', '2026-02-01T00:00:00.000Z'), first, 'a second call keeps the row');
+      const claimed = await c.updateEngineSecret('main', 0, { next: sealedSecret, nextAt: '2026-01-05T00:00:00.000Z' });
+      assert.deepEqual(claimed, { ...first, next: sealedSecret, nextAt: '2026-01-05T00:00:00.000Z', revision: 1 });
+      assert.equal(await c.updateEngineSecret('main', 0, { next: sealedSecret }), undefined, 'a stale revision changes nothing');
+      const promoted = await c.updateEngineSecret('main', 1, { current: sealedSecret, next: null, nextAt: null, rotatedAt: '2026-01-05T00:00:00.000Z' });
+      assert.deepEqual(promoted, { engine: 'main', current: sealedSecret, next: null, nextAt: null, rotatedAt: '2026-01-05T00:00:00.000Z', revision: 2 });
+      assert.equal(await c.updateEngineSecret('other', 0, { next: null }), undefined);
     });
 
     test('a closed store says it is unavailable', async () => {

@@ -14,6 +14,14 @@ export interface DynamicAccount {
   readonly connection: Readonly<Record<string, string | number>>;
 }
 
+/**
+ * Where an engine gets the secret of its own admin connection: the one Writ
+ * rotated to, or undefined for the password in the engine's URL. After an
+ * authentication failure the engine asks again with `preferNext` (another
+ * replica may be part way through a rotation).
+ */
+export type AdminSecretSource = (preferNext: boolean) => Promise<Secret | undefined>;
+
 /** A running engine. */
 export interface SecretEngine {
   readonly type: 'postgres' | 'redis';
@@ -32,6 +40,18 @@ export interface SecretEngine {
   revoke(username: string): Promise<void>;
   /** Accounts that exist with this engine's prefix. */
   listAccounts(): Promise<readonly string[]>;
+  /** Rotate the admin secret this often (seconds); undefined: only on demand. */
+  readonly rotateEverySeconds: number | undefined;
+  /** The account the engine's admin connection uses (a PostgreSQL role, a Redis ACL user). */
+  adminAccount(): string;
+  /** Make `next` a valid secret of the admin account on the server; open connections stay up. */
+  setAdminSecret(next: Secret): Promise<void>;
+  /** Stop accepting `previous` (undefined: the URL's). Redis holds two passwords during a rotation; PostgreSQL one, so there it does nothing. */
+  retireAdminSecret(previous: Secret | undefined): Promise<void>;
+  /** True when a fresh connection authenticates as the admin account with `secret`. */
+  checkAdminSecret(secret: Secret): Promise<boolean>;
+  /** Set the password of an account the engine does not create (a legacy exception); PostgreSQL only. */
+  setAccountPassword?(account: string, password: Secret): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -40,7 +60,8 @@ export interface EnginePlugin<C> {
   readonly type: 'postgres' | 'redis';
   /** Check a raw definition; throws ERR_CRED_ENGINE_CONFIG_INVALID naming the field. */
   validate(raw: unknown): C;
-  create(config: C): SecretEngine;
+  /** `adminSecret` supplies the rotated admin secret; without it the URL's is used. */
+  create(config: C, adminSecret?: AdminSecretSource): SecretEngine;
 }
 
 /** 32 random bytes as base64url: a password both engines accept unquoted. */

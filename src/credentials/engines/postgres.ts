@@ -4,9 +4,11 @@
  * stops new logins, terminates its sessions, removes its grants and drops it.
  */
 import pg from 'pg';
+import type { Secret } from '../../kernel/index.ts';
 import { credentialErrors } from '../errors.ts';
 import { ACCOUNT_PREFIX, ENGINE_NAME, ROLE_NAME, generatePassword, invalid, objectOf, optionalSeconds, stringList } from './engine.ts';
-import type { DynamicAccount, EnginePlugin, SecretEngine } from './engine.ts';
+import type { AdminSecretSource, DynamicAccount, EnginePlugin, SecretEngine } from './engine.ts';
+import { scramSha256Verifier } from './scram.ts';
 
 /** A PostgreSQL engine definition. */
 export interface PostgresEngineConfig {
@@ -18,13 +20,36 @@ export interface PostgresEngineConfig {
   /** Role name → SQL statements run after CREATE ROLE; `{{name}}` is the quoted new role. */
   readonly roles: Readonly<Record<string, { readonly grants: readonly string[]; readonly maxTtlSeconds?: number }>>;
   readonly poolSize: number;
+  /** Rotate the admin role's password this often; absent: only on demand. */
+  readonly rotateEverySeconds?: number;
 }
+
+/** PostgreSQL `invalid_password` (SQLSTATE 28P01): the password was refused. */
+const INVALID_PASSWORD = '28P01';
+/** Connection attempts when the admin password is refused (a rotation on another replica may be between steps). */
+const AUTH_ATTEMPTS = 3;
 
 /** Serializes role changes across replicas: concurrent GRANTs on one object collide ("tuple concurrently updated"). */
 const ROLE_LOCK = 0x77726372; // 'wrcr'
 
 function ident(name: string): string {
   return `"${name.replace(/"/g, '""')}"`;
+}
+
+/**
+ * Connection settings from the engine URL, password left out: it comes from
+ * a function per connection (pg lets a connection string's empty password
+ * override one, so the URL is not passed as a string).
+ */
+function connectionOf(u: URL): pg.ClientConfig {
+  const sslmode = u.searchParams.get('sslmode');
+  return {
+    host: decodeURIComponent(u.hostname),
+    port: Number(u.port === '' ? 5432 : u.port),
+    user: u.username === '' ? 'postgres' : decodeURIComponent(u.username),
+    database: decodeURIComponent(u.pathname.replace(/^\//, '')) || 'postgres',
+    ...(sslmode === 'require' || sslmode === 'verify-ca' || sslmode === 'verify-full' ? { ssl: { rejectUnauthorized: sslmode !== 'require' } } : {}),
+  };
 }
 
 function engineFailed(engine: string, op: string, cause: unknown): never {
@@ -37,19 +62,61 @@ class PostgresEngine implements SecretEngine {
   readonly type = 'postgres' as const;
   readonly name: string;
   readonly prefix: string;
+  readonly rotateEverySeconds: number | undefined;
   readonly #config: PostgresEngineConfig;
   readonly #pool: pg.Pool;
   readonly #connection: Record<string, string | number>;
+  /** Where to connect, without a password: that comes from {@link AdminSecretSource} per connection. */
+  readonly #target: pg.ClientConfig;
+  readonly #urlPassword: string | undefined;
+  readonly #admin: string;
+  readonly #source: AdminSecretSource | undefined;
+  #preferNext = false;
 
-  constructor(config: PostgresEngineConfig) {
+  constructor(config: PostgresEngineConfig, source?: AdminSecretSource) {
     this.name = config.name;
     this.prefix = config.prefix;
+    this.rotateEverySeconds = config.rotateEverySeconds;
     this.#config = config;
-    this.#pool = new pg.Pool({ connectionString: config.url, max: config.poolSize, connectionTimeoutMillis: 10_000 });
+    this.#source = source;
+    const u = new URL(config.url);
+    this.#urlPassword = u.password === '' ? undefined : decodeURIComponent(u.password);
+    this.#admin = u.username === '' ? 'postgres' : decodeURIComponent(u.username);
+    this.#target = connectionOf(u);
+    this.#pool = new pg.Pool({ ...this.#target, password: () => this.#password(), max: config.poolSize, connectionTimeoutMillis: 10_000 });
     // A terminated idle connection must not crash the server.
     this.#pool.on('error', () => undefined);
-    const u = new URL(config.url);
     this.#connection = { host: u.hostname, port: Number(u.port === '' ? 5432 : u.port), database: decodeURIComponent(u.pathname.replace(/^\//, '')) || 'postgres' };
+  }
+
+  async #password(): Promise<string> {
+    const rotated = await this.#source?.(this.#preferNext);
+    // No password at all (a trust-authenticated server): an empty one is never sent.
+    return rotated === undefined ? (this.#urlPassword ?? '') : rotated.reveal();
+  }
+
+  /** A pooled connection; a refused admin password is retried, asking for the next secret. */
+  async #client(): Promise<pg.PoolClient> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const c = await this.#pool.connect();
+        this.#preferNext = false;
+        return c;
+      } catch (e) {
+        if ((e as { code?: unknown }).code !== INVALID_PASSWORD || attempt >= AUTH_ATTEMPTS) engineFailed(this.name, 'connect', e);
+        this.#preferNext = !this.#preferNext;
+        await new Promise((r) => setTimeout(r, 100 * attempt));
+      }
+    }
+  }
+
+  async #query(text: string, values: unknown[] = []): Promise<pg.QueryResult> {
+    const c = await this.#client();
+    try {
+      return await c.query(text, values);
+    } finally {
+      c.release();
+    }
   }
 
   roles(): readonly string[] {
@@ -66,7 +133,7 @@ class PostgresEngine implements SecretEngine {
     if (def === undefined) throw credentialErrors.error('ERR_CRED_ROLE_NOT_FOUND', `engine \`${this.name}\` has no role \`${role}\``);
     if (!username.startsWith(this.prefix)) throw new TypeError('account name outside the engine prefix');
     const password = generatePassword();
-    const client = await this.#pool.connect().catch((e: unknown) => engineFailed(this.name, 'connect', e));
+    const client = await this.#client();
     try {
       await client.query('begin');
       await client.query('select pg_advisory_xact_lock($1)', [ROLE_LOCK]);
@@ -85,7 +152,7 @@ class PostgresEngine implements SecretEngine {
 
   async extend(username: string, expiresAt: Date): Promise<void> {
     try {
-      await this.#pool.query(`alter role ${ident(username)} valid until '${expiresAt.toISOString()}'`);
+      await this.#query(`alter role ${ident(username)} valid until '${expiresAt.toISOString()}'`);
     } catch (e) {
       engineFailed(this.name, `extend \`${username}\``, e);
     }
@@ -93,7 +160,7 @@ class PostgresEngine implements SecretEngine {
 
   async revoke(username: string): Promise<void> {
     if (!username.startsWith(this.prefix)) throw new TypeError('account name outside the engine prefix');
-    const client = await this.#pool.connect().catch((e: unknown) => engineFailed(this.name, 'connect', e));
+    const client = await this.#client();
     try {
       const exists = await client.query('select 1 from pg_roles where rolname = $1', [username]);
       if (exists.rowCount === 0) return;
@@ -116,10 +183,61 @@ class PostgresEngine implements SecretEngine {
 
   async listAccounts(): Promise<readonly string[]> {
     try {
-      const r = await this.#pool.query<{ rolname: string }>('select rolname from pg_roles where starts_with(rolname, $1)', [this.prefix]);
-      return r.rows.map((x) => x.rolname);
+      const r = await this.#query('select rolname from pg_roles where starts_with(rolname, $1)', [this.prefix]);
+      return r.rows.map((x: { rolname: string }) => x.rolname);
     } catch (e) {
+      if ((e as { code?: unknown }).code === 'ERR_CRED_ENGINE_FAILED') throw e;
       engineFailed(this.name, 'list its roles', e);
+    }
+  }
+
+  adminAccount(): string {
+    return this.#admin;
+  }
+
+  async setAdminSecret(next: Secret): Promise<void> {
+    // A role may change its own password; only the SCRAM verifier crosses the wire.
+    // Open sessions keep working: PostgreSQL checks a password only at login.
+    try {
+      await this.#query(`alter role current_user password '${scramSha256Verifier(next)}'`);
+    } catch (e) {
+      if ((e as { code?: unknown }).code === 'ERR_CRED_ENGINE_FAILED') throw e;
+      engineFailed(this.name, `set the password of its admin role \`${this.#admin}\``, e);
+    }
+  }
+
+  async retireAdminSecret(): Promise<void> {
+    // One password per role: setting the next one already retired the previous.
+  }
+
+  async checkAdminSecret(secret: Secret): Promise<boolean> {
+    const c = new pg.Client({ ...this.#target, password: secret.reveal(), connectionTimeoutMillis: 10_000 });
+    try {
+      await c.connect();
+      await c.query('select 1');
+      return true;
+    } catch (e) {
+      if ((e as { code?: unknown }).code === INVALID_PASSWORD) return false;
+      engineFailed(this.name, 'open a connection to check its admin secret', e);
+    } finally {
+      await c.end().catch(() => undefined);
+    }
+  }
+
+  async setAccountPassword(account: string, password: Secret): Promise<void> {
+    if (account.startsWith(this.prefix) || account === this.#admin) throw new TypeError('an exception account is neither a dynamic account nor the engine admin');
+    const c = await this.#client();
+    try {
+      const r = await c.query<{ rolsuper: boolean }>('select rolsuper from pg_roles where rolname = $1', [account]);
+      const row = r.rows[0];
+      if (row === undefined) throw credentialErrors.error('ERR_CRED_ACCOUNT_NOT_FOUND', `postgres engine \`${this.name}\` has no role \`${account}\``);
+      if (row.rolsuper) throw credentialErrors.error('ERR_CRED_ACCOUNT_NOT_ROTATABLE', `role \`${account}\` is a superuser; writ rotates only ordinary roles`);
+      await c.query(`alter role ${ident(account)} password '${scramSha256Verifier(password)}'`);
+    } catch (e) {
+      if (typeof (e as { code?: unknown }).code === 'string' && String((e as { code: string }).code).startsWith('ERR_CRED_')) throw e;
+      engineFailed(this.name, `set the password of \`${account}\``, e);
+    } finally {
+      c.release();
     }
   }
 
@@ -137,7 +255,7 @@ export const postgresPlugin: EnginePlugin<PostgresEngineConfig> = {
   validate(raw: unknown): PostgresEngineConfig {
     const o = objectOf('?', 'engine', raw);
     const name = typeof o.name === 'string' && ENGINE_NAME.test(o.name) ? o.name : invalid('?', '`name` must be lowercase letters, digits, `-` or `_`');
-    for (const k of Object.keys(o)) if (!['name', 'type', 'url', 'prefix', 'roles', 'poolSize'].includes(k)) invalid(name, `unknown field \`${k}\``);
+    for (const k of Object.keys(o)) if (!['name', 'type', 'url', 'prefix', 'roles', 'poolSize', 'rotateEverySeconds'].includes(k)) invalid(name, `unknown field \`${k}\``);
     if (o.type !== 'postgres') invalid(name, '`type` must be `postgres`');
     let url: URL | undefined;
     try {
@@ -158,9 +276,10 @@ export const postgresPlugin: EnginePlugin<PostgresEngineConfig> = {
       roles[role] = { grants, ...(maxTtlSeconds === undefined ? {} : { maxTtlSeconds }) };
     }
     const poolSize = optionalSeconds(name, 'poolSize', o.poolSize) ?? 8;
-    return { name, type: 'postgres', url: url.toString(), prefix, roles, poolSize };
+    const rotateEverySeconds = optionalSeconds(name, 'rotateEverySeconds', o.rotateEverySeconds);
+    return { name, type: 'postgres', url: url.toString(), prefix, roles, poolSize, ...(rotateEverySeconds === undefined ? {} : { rotateEverySeconds }) };
   },
-  create(config: PostgresEngineConfig): SecretEngine {
-    return new PostgresEngine(config);
+  create(config: PostgresEngineConfig, adminSecret?: AdminSecretSource): SecretEngine {
+    return new PostgresEngine(config, adminSecret);
   },
 };

@@ -2,9 +2,10 @@
  * Redis engine: each credential is an ACL user with key patterns and command
  * categories; revoking it disables the user, kills its clients and deletes it.
  */
+import type { Secret } from '../../kernel/index.ts';
 import { credentialErrors } from '../errors.ts';
 import { ACCOUNT_PREFIX, ENGINE_NAME, ROLE_NAME, generatePassword, invalid, objectOf, optionalSeconds, stringList } from './engine.ts';
-import type { DynamicAccount, EnginePlugin, SecretEngine } from './engine.ts';
+import type { AdminSecretSource, DynamicAccount, EnginePlugin, SecretEngine } from './engine.ts';
 import { RespClient, RespError } from './resp.ts';
 
 /** A Redis engine definition. */
@@ -16,6 +17,12 @@ export interface RedisEngineConfig {
   readonly prefix: string;
   /** Role → key patterns (`app:*`), command rules (`+@read`, `-@dangerous`, `+get`), channel patterns. */
   readonly roles: Readonly<Record<string, { readonly keys: readonly string[]; readonly commands: readonly string[]; readonly channels: readonly string[]; readonly maxTtlSeconds?: number }>>;
+  /** Rotate the admin user's password this often; absent: only on demand. */
+  readonly rotateEverySeconds?: number;
+}
+
+function isWrongPass(e: unknown): boolean {
+  return e instanceof RespError && /^WRONGPASS/.test(e.message);
 }
 
 const KEY_PATTERN = /^[\x21-\x7e]{1,256}$/;
@@ -29,26 +36,55 @@ class RedisEngine implements SecretEngine {
   readonly type = 'redis' as const;
   readonly name: string;
   readonly prefix: string;
+  readonly rotateEverySeconds: number | undefined;
   readonly #config: RedisEngineConfig;
   readonly #connection: Record<string, string | number>;
+  readonly #admin: string;
+  readonly #urlPassword: string | undefined;
+  readonly #source: AdminSecretSource | undefined;
   #client: Promise<RespClient> | undefined;
 
-  constructor(config: RedisEngineConfig) {
+  constructor(config: RedisEngineConfig, source?: AdminSecretSource) {
     this.name = config.name;
     this.prefix = config.prefix;
+    this.rotateEverySeconds = config.rotateEverySeconds;
     this.#config = config;
+    this.#source = source;
     const u = new URL(config.url);
+    this.#admin = u.username === '' ? 'default' : decodeURIComponent(u.username);
+    this.#urlPassword = u.password === '' ? undefined : decodeURIComponent(u.password);
     this.#connection = { host: u.hostname, port: Number(u.port === '' ? 6379 : u.port) };
   }
 
+  /** The admin URL with `password` (undefined: the URL's own). */
+  #urlWith(password: string | undefined): string {
+    const u = new URL(this.#config.url);
+    if (password === undefined) return u.toString();
+    if (u.username === '') u.username = 'default';
+    u.password = encodeURIComponent(password);
+    return u.toString();
+  }
+
+  /** Connect with the current admin secret; a refused one is retried once with the next (a rotation may be under way elsewhere). */
+  async #connect(): Promise<RespClient> {
+    const current = await this.#source?.(false);
+    try {
+      return await RespClient.connect(this.#urlWith(current?.reveal()));
+    } catch (e) {
+      if (!isWrongPass(e)) throw e;
+      const next = await this.#source?.(true);
+      return RespClient.connect(this.#urlWith(next?.reveal()));
+    }
+  }
+
   async #run(args: readonly string[], op: string): Promise<unknown> {
-    this.#client ??= RespClient.connect(this.#config.url);
+    this.#client ??= this.#connect();
     try {
       const c = await this.#client;
       return await c.command(args);
     } catch (e) {
-      // A dropped connection is re-opened on the next call.
-      if (!(e instanceof RespError)) this.#client = undefined;
+      // A dropped connection (or a refused login) is re-opened on the next call.
+      if (!(e instanceof RespError) || isWrongPass(e)) this.#client = undefined;
       engineFailed(this.name, op, e);
     }
   }
@@ -92,6 +128,39 @@ class RedisEngine implements SecretEngine {
     return users.filter((u) => u.startsWith(this.prefix));
   }
 
+  adminAccount(): string {
+    return this.#admin;
+  }
+
+  async setAdminSecret(next: Secret): Promise<void> {
+    // `>` adds a password: the previous one keeps working until it is retired,
+    // so no connection of any replica is refused part way through.
+    await this.#run(['ACL', 'SETUSER', this.#admin, `>${next.reveal()}`], `add a password to its admin user \`${this.#admin}\``);
+  }
+
+  async retireAdminSecret(previous: Secret | undefined): Promise<void> {
+    const old = previous?.reveal() ?? this.#urlPassword;
+    if (old === undefined) {
+      // The admin user had no password (`nopass`): adding one already ended that.
+      return;
+    }
+    await this.#run(['ACL', 'SETUSER', this.#admin, `<${old}`], `remove the previous password of \`${this.#admin}\``);
+  }
+
+  async checkAdminSecret(secret: Secret): Promise<boolean> {
+    let c: RespClient | undefined;
+    try {
+      c = await RespClient.connect(this.#urlWith(secret.reveal()));
+      await c.command(['PING']);
+      return true;
+    } catch (e) {
+      if (isWrongPass(e)) return false;
+      return engineFailed(this.name, 'open a connection to check its admin secret', e);
+    } finally {
+      c?.close();
+    }
+  }
+
   async close(): Promise<void> {
     const c = this.#client;
     this.#client = undefined;
@@ -108,7 +177,7 @@ export const redisPlugin: EnginePlugin<RedisEngineConfig> = {
   validate(raw: unknown): RedisEngineConfig {
     const o = objectOf('?', 'engine', raw);
     const name = typeof o.name === 'string' && ENGINE_NAME.test(o.name) ? o.name : invalid('?', '`name` must be lowercase letters, digits, `-` or `_`');
-    for (const k of Object.keys(o)) if (!['name', 'type', 'url', 'prefix', 'roles'].includes(k)) invalid(name, `unknown field \`${k}\``);
+    for (const k of Object.keys(o)) if (!['name', 'type', 'url', 'prefix', 'roles', 'rotateEverySeconds'].includes(k)) invalid(name, `unknown field \`${k}\``);
     if (o.type !== 'redis') invalid(name, '`type` must be `redis`');
     let url: URL | undefined;
     try {
@@ -130,9 +199,10 @@ export const redisPlugin: EnginePlugin<RedisEngineConfig> = {
       const maxTtlSeconds = optionalSeconds(name, `roles.${role}.maxTtlSeconds`, def.maxTtlSeconds);
       roles[role] = { keys, commands, channels, ...(maxTtlSeconds === undefined ? {} : { maxTtlSeconds }) };
     }
-    return { name, type: 'redis', url: url.toString(), prefix, roles };
+    const rotateEverySeconds = optionalSeconds(name, 'rotateEverySeconds', o.rotateEverySeconds);
+    return { name, type: 'redis', url: url.toString(), prefix, roles, ...(rotateEverySeconds === undefined ? {} : { rotateEverySeconds }) };
   },
-  create(config: RedisEngineConfig): SecretEngine {
-    return new RedisEngine(config);
+  create(config: RedisEngineConfig, adminSecret?: AdminSecretSource): SecretEngine {
+    return new RedisEngine(config, adminSecret);
   },
 };
