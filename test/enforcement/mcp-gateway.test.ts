@@ -18,6 +18,7 @@ import type { McpGatewayOptions } from '../../src/enforcement/index.ts';
 import { AuditWriter, toOcsf } from '../../src/audit/index.ts';
 import { MemoryAuditStore } from '../../src/audit/memory-store.test-support.ts';
 import { Secret, systemClock } from '../../src/kernel/index.ts';
+import { RevocationStreamClient } from '../../src/signals/index.ts';
 import type { AuditRecord } from '../../src/kernel/index.ts';
 import { loadOcsfSchema } from '../support/ocsf-schema.ts';
 import type { TestServer } from '../support/server.ts';
@@ -37,7 +38,7 @@ let upstream: UpstreamMcp;
 let main: RunningGateway;
 const clients: Client[] = [];
 
-async function startGateway(o: { pdpUrl?: string; budgets?: CallBudgets } = {}): Promise<RunningGateway> {
+async function startGateway(o: { pdpUrl?: string; budgets?: CallBudgets; revocations?: McpGatewayOptions['revocations'] } = {}): Promise<RunningGateway> {
   let gateway: McpGateway | undefined;
   const server: Server = createServer((req, res) => {
     if (gateway === undefined) return void res.writeHead(503).end();
@@ -61,6 +62,7 @@ async function startGateway(o: { pdpUrl?: string; budgets?: CallBudgets } = {}):
       return r;
     } },
     ...(o.budgets === undefined ? {} : { budgets: o.budgets }),
+    ...(o.revocations === undefined ? {} : { revocations: o.revocations }),
   };
   gateway = new McpGateway(options);
   return {
@@ -249,5 +251,33 @@ test('fail closed: with the PDP unreachable every call is refused and no tool is
     assert.equal(upstream.calls.length, before);
   } finally {
     await gw.stop();
+  }
+});
+
+test('a subject revoked on Writ\'s revocation stream loses its sessions and its token', async () => {
+  let gw: RunningGateway | undefined;
+  const stream = new RevocationStreamClient({ url: ts.url, token: pep, clock: systemClock, stalenessMs: 60_000, onEvent: (e) => void gw?.gateway.onRevocation(e) });
+  stream.start();
+  try {
+    gw = await startGateway({ revocations: stream });
+    const deadline = Date.now() + 20_000;
+    while (!stream.connected && Date.now() < deadline) await new Promise((r) => setTimeout(r, 25));
+    assert.ok(stream.connected, 'the revocation stream connected');
+    const { client, provider } = await connect(gw.url);
+    await client.callTool({ name: 'search', arguments: { query: 'before revocation' } });
+    const open = gw.gateway.sessionCount;
+    assert.ok(open >= 1);
+    const r = await ts.call('POST', '/admin/v1/revocations', { body: { kind: 'subject-revoked', subject: AGENT, reason: 'agent-compromised' } });
+    assert.equal(r.status, 201, r.text);
+    while (gw.gateway.sessionCount >= open && Date.now() < deadline) await new Promise((res) => setTimeout(res, 25));
+    assert.ok(gw.gateway.sessionCount < open, 'the session was closed by the revocation');
+    // The same token cannot open a new session either.
+    const init = { jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'curl', version: '0' } } };
+    const res = await fetch(gw.url, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', authorization: `Bearer ${provider.tokens()?.access_token ?? ''}` }, body: JSON.stringify(init) });
+    assert.equal(res.status, 401);
+    assert.equal(((await res.json()) as { error_description: string }).error_description, 'access token was revoked');
+  } finally {
+    stream.stop();
+    await gw?.stop();
   }
 });

@@ -29,6 +29,7 @@ import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { Readable } from 'node:stream';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { newCorrelationId } from '../../kernel/index.ts';
+import type { RevocationEvent, RevocationQuery, RevocationStatus } from '../../signals/index.ts';
 import type { AuditSink, Clock, WritError } from '../../kernel/index.ts';
 import { enforcementErrors } from '../errors.ts';
 import type { EnforcementErrorCode } from '../errors.ts';
@@ -106,6 +107,12 @@ export interface McpGatewayOptions {
   /** Largest `tools/list` answer the gateway buffers to filter (default 4 MiB). */
   readonly maxListBytes?: number;
   readonly fetch?: typeof fetch;
+  /**
+   * The revocation state this gateway follows (a `RevocationStreamClient`):
+   * a revoked agent, principal, actor or token is refused, and a stale
+   * stream refuses everyone (fail closed).
+   */
+  readonly revocations?: { check(q: RevocationQuery): RevocationStatus };
 }
 
 interface Session {
@@ -113,8 +120,9 @@ interface Session {
   readonly agent: string;
   readonly subject: string;
   readonly chain: readonly string[];
-  readonly jti: string;
-  readonly expiresAtMs: number;
+  /** The token last used on the session (a client refreshes its token within a session). */
+  jti: string;
+  expiresAtMs: number;
   closed: boolean;
 }
 
@@ -219,6 +227,7 @@ export class McpGateway {
    * expire. Upstream sessions are ended with a DELETE (best effort).
    */
   async closeSessionsFor(subject: string): Promise<number> {
+    this.#prune();
     let n = 0;
     const ends: Promise<void>[] = [];
     for (const s of this.#sessions.values()) {
@@ -230,6 +239,49 @@ export class McpGateway {
     }
     await Promise.all(ends);
     return n;
+  }
+
+  /**
+   * Apply one event of Writ's revocation stream: the sessions of a revoked
+   * subject, or of the token or lease revoked, are closed.
+   *
+   * @example
+   * new RevocationStreamClient({ url, token, clock, stalenessMs: 15_000, onEvent: (e) => void gateway.onRevocation(e) }).start();
+   */
+  async onRevocation(e: RevocationEvent): Promise<number> {
+    let n = 0;
+    if (e.subject !== undefined) n += await this.closeSessionsFor(e.subject);
+    for (const id of [e.leaseId, e.tokenId]) {
+      if (id === undefined) continue;
+      for (const s of this.#sessions.values()) {
+        if (s.closed || s.jti !== id) continue;
+        s.closed = true;
+        n++;
+        this.#revoked.set(s.jti, s.expiresAtMs);
+        await this.#endUpstream(s);
+      }
+    }
+    return n;
+  }
+
+  /** Forget revoked tokens past their expiry and sessions closed past their token's expiry. */
+  #prune(): void {
+    const now = this.#o.clock.nowMs();
+    for (const [jti, exp] of this.#revoked) if (exp <= now) this.#revoked.delete(jti);
+    for (const [id, s] of this.#sessions) if (s.expiresAtMs <= now) this.#sessions.delete(id);
+  }
+
+  #revocationState(who: AgentIdentity): RevocationStatus {
+    const r = this.#o.revocations;
+    if (r === undefined) return 'clear';
+    const queries: RevocationQuery[] = [{ subject: who.subject, leaseId: who.jti, tokenId: who.jti }, ...who.chain.map((a) => ({ subject: a }))];
+    let out: RevocationStatus = 'clear';
+    for (const q of queries) {
+      const st = r.check(q);
+      if (st === 'revoked') return 'revoked';
+      if (st === 'stale') out = 'stale';
+    }
+    return out;
   }
 
   async #endUpstream(s: Session): Promise<void> {
@@ -282,6 +334,17 @@ export class McpGateway {
       req.resume();
       return this.#unauthorized(res, enforcementErrors.error('ERR_ENFORCE_CREDENTIAL_INVALID', 'access token was revoked'));
     }
+    const state = this.#revocationState(who);
+    if (state === 'stale') {
+      req.resume();
+      return sendJson(res, 503, rpcError(null, MCP_INTERNAL, 'revocation state is unknown (stream stale): refused', { code: 'ERR_ENFORCE_PDP_UNAVAILABLE' }), { 'retry-after': '5' });
+    }
+    if (state === 'revoked') {
+      req.resume();
+      this.#revoked.set(who.jti, who.expiresAt.getTime());
+      await this.closeSessionsFor(who.agent);
+      return this.#unauthorized(res, enforcementErrors.error('ERR_ENFORCE_CREDENTIAL_INVALID', 'access token was revoked'));
+    }
 
     // 2. The session, when one is named, must be live and the caller's own.
     const sid = typeof req.headers['mcp-session-id'] === 'string' ? req.headers['mcp-session-id'] : undefined;
@@ -290,6 +353,10 @@ export class McpGateway {
       req.resume();
       // MCP Streamable HTTP: 404 tells the client to start a new session.
       return sendJson(res, 404, rpcError(null, MCP_INVALID_REQUEST, 'session not found'));
+    }
+    if (session !== undefined && session.jti !== who.jti) {
+      session.jti = who.jti;
+      session.expiresAtMs = who.expiresAt.getTime();
     }
     const version = req.headers['mcp-protocol-version'];
     if (typeof version === 'string' && !MCP_PROTOCOL_VERSIONS.includes(version)) {
@@ -506,6 +573,7 @@ export class McpGateway {
     }
     const sid = up.headers.get('mcp-session-id');
     if (inspect?.method === 'initialize' && sid !== null && up.status < 300 && sid.length <= 256) {
+      if (this.#sessions.size >= 1000) this.#prune();
       this.#sessions.set(sid, { id: sid, agent: who.agent, subject: who.subject, chain: who.chain, jti: who.jti, expiresAtMs: who.expiresAt.getTime(), closed: false });
     }
     if (inspect?.method === 'tools/list' && up.status === 200 && up.body !== null) {
