@@ -17,6 +17,10 @@ export const enforcementErrors = defineErrorCatalog('ENFORCE', {
   ERR_ENFORCE_UPSTREAM: { status: 502, description: '`writ proxy` allowed the request but its upstream did not answer' },
   ERR_ENFORCE_WORKLOAD_API: { status: 502, description: 'the SDK\'s Workload API client could not get an SVID from the agent socket (unreachable, no entitlement, malformed answer)' },
   ERR_ENFORCE_REQUEST_INVALID: { status: 403, description: 'the request to authorize is missing its method or path, or has a path that cannot be mapped to a resource' },
+  ERR_ENFORCE_UPSTREAM_TOKEN: { status: 502, description: '`writ mcp-gateway` could not get a token for the upstream MCP server: Writ\'s token endpoint refused the exchange or could not be reached' },
+  ERR_ENFORCE_BUDGET_EXCEEDED: { status: 403, description: '`writ mcp-gateway` refused a tool call past the task\'s call budget (total calls, or calls of one tool)' },
+  ERR_ENFORCE_MCP_INVALID: { status: 400, description: '`writ mcp-gateway` received a body that is not one JSON-RPC message, a JSON-RPC batch, or `Mcp-*` headers that contradict the body' },
+  ERR_ENFORCE_METHOD_NOT_ALLOWED: { status: 403, description: '`writ mcp-gateway` does not forward this MCP method (not on its allow-list)' },
 });
 
 /** An enforcement error code. */

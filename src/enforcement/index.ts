@@ -3,11 +3,12 @@
  * its remote (AuthZEN over HTTP) and local adapters and a decision cache;
  * caller authentication by SPIFFE credentials against a refreshed trust
  * bundle; the HTTP authorizer every front end shares; the Envoy ext_authz
- * gRPC service and the HTTP-mode authorizer for nginx `auth_request`.
+ * gRPC service and the HTTP-mode authorizer for nginx `auth_request`; the
+ * MCP gateway that authorizes every tool call of an agent.
  */
 export { enforcementErrors } from './errors.ts';
 export type { EnforcementErrorCode } from './errors.ts';
-export { RemotePdp, LocalPdp, CachingPdp } from './pdp-client.ts';
+export { RemotePdp, LocalPdp, CachingPdp, evaluateAll } from './pdp-client.ts';
 export type { AccessRequest, PdpDecision, PdpClient, EvaluateOptions, RemotePdpOptions, LocalPdpOptions, CachingPdpOptions } from './pdp-client.ts';
 export { StaticBundleSource, ServerBundleSource, bearerToken, authenticateJwtSvid, authenticateX509Svid, authenticateTlsVerifiedLeaf, decodeForwardedCertificate } from './caller.ts';
 export type { BundleSource, ServerBundleSourceOptions, CallerIdentity } from './caller.ts';
@@ -32,3 +33,17 @@ export {
 export type { DecisionLogLine, ExtAuthzOptions, HttpModeOptions } from './ext-authz.ts';
 export { identityProxy } from './proxy.ts';
 export type { ProxyOptions } from './proxy.ts';
+export {
+  AccessTokenVerifier,
+  GATEWAY_DPOP_ALGS,
+  TokenExchanger,
+  CallBudgets,
+  McpGateway,
+  MCP_DENIED,
+  MCP_INTERNAL,
+  MCP_INVALID_REQUEST,
+  MCP_PARSE_ERROR,
+  MCP_HEADER_MISMATCH,
+  MCP_PROTOCOL_VERSIONS,
+} from './mcp-gateway/index.ts';
+export type { AgentIdentity, AccessTokenVerifierOptions, TokenPresentation, TokenExchangerOptions, BudgetLimits, BudgetCharge, McpGatewayOptions, McpDecisionLine } from './mcp-gateway/index.ts';

@@ -159,3 +159,43 @@ describe('CachingPdp', () => {
     assert.equal(inner.calls, 2);
   });
 });
+
+describe('batch evaluation (AuthZEN Evaluations)', () => {
+  let server: Server;
+  let url = '';
+  const paths: string[] = [];
+  let answer = '{"evaluations":[{"decision":true},{"decision":false}]}';
+  before(async () => {
+    const s = await serve((req, res) => {
+      paths.push(req.url ?? '');
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(answer);
+    });
+    server = s.server;
+    url = s.url;
+  });
+  after(() => server.close());
+  const OTHER: AccessRequest = { ...REQ, resource: { type: 'resource', id: 'api/admin' } };
+
+  it('asks /access/v1/evaluations once and maps each item; a short or malformed answer denies every item', async () => {
+    const pdp = new RemotePdp({ url, credential: new Secret('pep-credential') });
+    const ds = await pdp.evaluateMany([REQ, OTHER]);
+    assert.deepEqual(ds.map((d) => [d.allow, d.code]), [[true, undefined], [false, 'ERR_ENFORCE_DENIED']]);
+    assert.equal(paths.at(-1), '/access/v1/evaluations');
+    answer = '{"evaluations":[{"decision":true}]}';
+    assert.deepEqual((await pdp.evaluateMany([REQ, OTHER])).map((d) => [d.allow, d.code]), [[false, 'ERR_ENFORCE_PDP_MALFORMED'], [false, 'ERR_ENFORCE_PDP_MALFORMED']]);
+    answer = '{"evaluations":[{"decision":"yes"},{"decision":true}]}';
+    assert.deepEqual((await pdp.evaluateMany([REQ, OTHER])).map((d) => [d.allow, d.code]), [[false, 'ERR_ENFORCE_PDP_MALFORMED'], [true, undefined]]);
+    answer = '{"evaluations":[{"decision":true},{"decision":false}]}';
+  });
+
+  it('through the cache: hits are answered locally, only misses go out in one batch', async () => {
+    const clock = new ManualClock(1_000_000);
+    const cached = new CachingPdp(new RemotePdp({ url, credential: new Secret('pep-credential') }), { clock, ttlMs: 1000 });
+    const n = paths.length;
+    await cached.evaluateMany([REQ, OTHER]);
+    const again = await cached.evaluateMany([REQ, OTHER]);
+    assert.deepEqual(again.map((d) => [d.allow, d.cached]), [[true, true], [false, true]]);
+    assert.equal(paths.length, n + 1, 'the second batch was answered from the cache');
+  });
+});

@@ -51,6 +51,23 @@ export interface EvaluateOptions {
  */
 export interface PdpClient {
   evaluate(request: AccessRequest, options?: EvaluateOptions): Promise<PdpDecision>;
+  /**
+   * Decide several requests in one round trip (AuthZEN 1.0 §7, `execute_all`);
+   * one decision per request, in order, each failing closed on its own.
+   */
+  evaluateMany?(requests: readonly AccessRequest[], options?: EvaluateOptions): Promise<readonly PdpDecision[]>;
+}
+
+/**
+ * Decide `requests` through `pdp`: one batch when it can, else one by one.
+ *
+ * @example
+ * const ds = await evaluateAll(pdp, tools.map(toRequest));
+ */
+export async function evaluateAll(pdp: PdpClient, requests: readonly AccessRequest[], options: EvaluateOptions = {}): Promise<readonly PdpDecision[]> {
+  if (requests.length === 0) return [];
+  if (pdp.evaluateMany !== undefined) return pdp.evaluateMany(requests, options);
+  return Promise.all(requests.map((r) => pdp.evaluate(r, options)));
 }
 
 const HEX32 = /^[0-9a-f]{32}$/;
@@ -85,6 +102,7 @@ export interface RemotePdpOptions {
  */
 export class RemotePdp implements PdpClient {
   readonly #endpoint: string;
+  readonly #batchEndpoint: string;
   readonly #credential: Secret;
   readonly #timeoutMs: number;
   readonly #fetch: typeof fetch;
@@ -93,6 +111,7 @@ export class RemotePdp implements PdpClient {
     const base = new URL(options.url);
     if (base.protocol !== 'http:' && base.protocol !== 'https:') throw new TypeError('the PDP URL must be http or https');
     this.#endpoint = `${options.url.replace(/\/+$/, '')}/access/v1/evaluation`;
+    this.#batchEndpoint = `${options.url.replace(/\/+$/, '')}/access/v1/evaluations`;
     this.#credential = options.credential;
     this.#timeoutMs = options.timeoutMs ?? 2000;
     if (!(this.#timeoutMs > 0)) throw new TypeError('timeoutMs must be positive');
@@ -133,6 +152,49 @@ export class RemotePdp implements PdpClient {
     }
     if (body.decision !== true) return deny('ERR_ENFORCE_DENIED', 'denied by policy', decisionId);
     return { allow: true, reason: 'allowed by policy', decisionId, cached: false };
+  }
+
+  /**
+   * `POST <url>/access/v1/evaluations` (AuthZEN 1.0 §7) with `execute_all`:
+   * item i allows only when `evaluations[i].decision` is exactly `true`; a
+   * missing item, a failed call or a malformed answer denies every item.
+   */
+  async evaluateMany(requests: readonly AccessRequest[], options: EvaluateOptions = {}): Promise<readonly PdpDecision[]> {
+    const id = options.correlationId !== undefined && HEX32.test(options.correlationId) ? options.correlationId : newId();
+    const all = (code: EnforcementErrorCode, reason: string, decisionId: string) => requests.map(() => deny(code, reason, decisionId));
+    if (requests.length === 0) return [];
+    let res: Response;
+    let text: string;
+    try {
+      res = await this.#fetch(this.#batchEndpoint, {
+        method: 'POST',
+        headers: {
+          'content-type': 'application/json',
+          authorization: `Bearer ${this.#credential.reveal()}`,
+          traceparent: `00-${id}-${randomBytes(8).toString('hex')}-01`,
+        },
+        body: JSON.stringify({ evaluations: requests, options: { evaluations_semantic: 'execute_all' } }),
+        signal: AbortSignal.timeout(this.#timeoutMs),
+      });
+      text = await res.text();
+    } catch (e) {
+      const timedOut = e instanceof Error && (e.name === 'TimeoutError' || e.name === 'AbortError');
+      return all('ERR_ENFORCE_PDP_UNAVAILABLE', timedOut ? `policy decision point did not answer within ${this.#timeoutMs} ms` : 'policy decision point is unreachable', id);
+    }
+    const decisionId = res.headers.get('x-correlation-id') ?? id;
+    if (res.status !== 200) return all('ERR_ENFORCE_PDP_UNAVAILABLE', `policy decision point answered status ${res.status}`, decisionId);
+    let body: unknown;
+    try {
+      body = JSON.parse(text);
+    } catch {
+      return all('ERR_ENFORCE_PDP_MALFORMED', 'policy decision point answered a body that is not JSON', decisionId);
+    }
+    const list = typeof body === 'object' && body !== null && 'evaluations' in body && Array.isArray(body.evaluations) ? (body.evaluations as unknown[]) : undefined;
+    if (list === undefined || list.length !== requests.length) return all('ERR_ENFORCE_PDP_MALFORMED', 'policy decision point answered without one decision per request', decisionId);
+    return list.map((d) => {
+      if (typeof d !== 'object' || d === null || !('decision' in d) || typeof d.decision !== 'boolean') return deny('ERR_ENFORCE_PDP_MALFORMED', 'policy decision point answered without a boolean `decision`', decisionId);
+      return d.decision === true ? { allow: true, reason: 'allowed by policy', decisionId, cached: false } : deny('ERR_ENFORCE_DENIED', 'denied by policy', decisionId);
+    });
   }
 }
 
@@ -236,6 +298,33 @@ export class CachingPdp implements PdpClient {
       this.#entries.set(key, { request, decision: d, expiresAt: now + this.#ttlMs });
     }
     return d;
+  }
+
+  /** Batch through the cache: hits are answered here, the misses go to the inner PDP in one batch. */
+  async evaluateMany(requests: readonly AccessRequest[], options: EvaluateOptions = {}): Promise<readonly PdpDecision[]> {
+    if (this.#ttlMs === 0) return evaluateAll(this.#inner, requests, options);
+    const now = this.#clock.nowMs();
+    const out: (PdpDecision | undefined)[] = requests.map((r) => {
+      const hit = this.#entries.get(canonicalJson(r));
+      return hit !== undefined && hit.expiresAt > now ? { ...hit.decision, cached: true } : undefined;
+    });
+    const missIdx = out.flatMap((d, i) => (d === undefined ? [i] : []));
+    const misses = missIdx.map((i) => requests[i]).filter((r): r is AccessRequest => r !== undefined);
+    const answers = await evaluateAll(this.#inner, misses, options);
+    missIdx.forEach((i, j) => {
+      const d = answers[j];
+      const r = requests[i];
+      if (d === undefined || r === undefined) return;
+      out[i] = d;
+      if (d.allow || d.code === 'ERR_ENFORCE_DENIED') {
+        if (this.#entries.size >= this.#max) {
+          const oldest = this.#entries.keys().next();
+          if (oldest.done !== true) this.#entries.delete(oldest.value);
+        }
+        this.#entries.set(canonicalJson(r), { request: r, decision: d, expiresAt: now + this.#ttlMs });
+      }
+    });
+    return out.map((d) => d ?? deny('ERR_ENFORCE_PDP_MALFORMED', 'no decision for this request', newId()));
   }
 
   /** Drop the entries whose request matches (all when no predicate): a revocation or policy change. */
