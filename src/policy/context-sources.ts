@@ -107,6 +107,13 @@ export interface RegistryLoaderOptions {
   readonly clock: Clock;
   /** Re-read the directory when the snapshot is older than this (default 2,000 ms). */
   readonly refreshMs?: number;
+  /**
+   * When a registered type (`Workload`, `Agent`, `Node`, `Owner`) is asked
+   * for and not in the snapshot, re-read if the snapshot is at least this old
+   * (default 250 ms), so a new registration is seen at once without letting
+   * unknown ids hammer the store.
+   */
+  readonly missRefreshMs?: number;
 }
 
 /** An {@link EntityLoader} over an {@link IdentityDirectory}, with `refresh()` for change signals. */
@@ -134,6 +141,7 @@ export interface RegistryEntityLoader extends EntityLoader {
  */
 export function registryEntityLoader(directory: IdentityDirectory, o: RegistryLoaderOptions): RegistryEntityLoader {
   const refreshMs = o.refreshMs ?? 2000;
+  const missRefreshMs = o.missRefreshMs ?? 250;
   let snapshot: { at: number; entities: Map<string, EntityJson> } | undefined;
   let generation = 0;
   let stale = true;
@@ -173,11 +181,17 @@ export function registryEntityLoader(directory: IdentityDirectory, o: RegistryLo
       return u.type === type ? [{ type: u.type, id: u.id }] : [];
     }),
     load: async (uids) => {
-      const all = await current();
+      let all = await current();
+      // A registration made since the snapshot: re-read, at most once per `missRefreshMs`.
+      const miss = uids.some((u) => REGISTRY_TYPES.has(u.type) && !all.has(`${u.type}::${JSON.stringify(u.id)}`));
+      if (miss && snapshot !== undefined && o.clock.nowMs() - snapshot.at >= missRefreshMs) all = await read();
       return { entities: uids.flatMap((u) => all.get(`${u.type}::${JSON.stringify(u.id)}`) ?? []) };
     },
   };
 }
+
+/** The types a registry snapshot holds. */
+const REGISTRY_TYPES = new Set(['Writ::Workload', 'Writ::Agent', 'Writ::Node', 'Writ::Owner']);
 
 // ---------------------------------------------------------------- posture and risk
 
