@@ -4,8 +4,20 @@
  */
 import { resolve } from 'node:path';
 import { systemClock } from '../kernel/index.ts';
-import { PolicyEngine, compilePolicySet, readPolicyCases, readPolicyFolder, replayDecisions, runPolicyCases } from '../policy/index.ts';
-import type { LoadProblem, RecordedDecision } from '../policy/index.ts';
+import {
+  Decider,
+  PolicyEngine,
+  analyzeAccess,
+  clockContextSource,
+  compilePolicySet,
+  readPolicyCases,
+  readPolicyFolder,
+  recordingAuditSink,
+  replayDecisions,
+  resolveEntityType,
+  runPolicyCases,
+} from '../policy/index.ts';
+import type { AnalysisReport, LoadProblem, RecordedDecision } from '../policy/index.ts';
 import { call, CliError } from './client.ts';
 import { CLIENT_OPTIONS, CLIENT_HELP, client, table } from './command.ts';
 import type { Command, Io } from './command.ts';
@@ -258,5 +270,119 @@ const replay: Command = {
   },
 };
 
+function refArg(flag: string, value: string): { type: string; id: string } {
+  const m = ENTITY.exec(value);
+  if (m === null || m[1] === undefined || m[2] === undefined) throw new CliError(`--${flag} must look like TYPE:ID, not \`${value}\``, 'ERR_CLI_USAGE', 2);
+  return { type: m[1], id: m[2] };
+}
+
+function printAnalysis(r: AnalysisReport, byPrincipal: boolean, subject: string, io: Io): void {
+  if (r.findings.length > 0) {
+    const rows = r.findings.map((f) => [f.action, byPrincipal ? refText(f.resource) : refText(f.principal), f.determiningPolicies.join(', ')]);
+    io.out(table([['ACTION', byPrincipal ? 'RESOURCE' : 'PRINCIPAL', 'ALLOWED BY'], ...rows]));
+  }
+  const what = byPrincipal ? `${subject} can reach` : `can reach ${subject}`;
+  io.out(`${r.findings.length} allowed (${what}) of ${r.decided} decided, ${r.denied} denied${r.truncated ? ', TRUNCATED at the decision limit' : ''}; version ${r.policyVersion ?? '(no policy set)'}`);
+}
+
+const analyze: Command = {
+  name: 'policy analyze',
+  summary: 'blast radius: what a principal can reach, or who can reach a resource, with the policies that allow each',
+  usage: 'writ policy analyze --principal TYPE:ID | --resource TYPE:ID [--dir DIR] [--context JSON] [--max N] [--server URL] [--json]',
+  options: { ...CLIENT_OPTIONS, principal: { type: 'string' }, resource: { type: 'string' }, dir: { type: 'string' }, context: { type: 'string' }, max: { type: 'string' } },
+  help: {
+    '--principal TYPE:ID': 'everything this principal can reach (`workload:spiffe://td/api`, `Writ::Agent:triage`)',
+    '--resource TYPE:ID': 'everyone who can reach this resource (`service:payments-api`)',
+    '--dir DIR': 'analyse a local policy folder over its entities file (no server); without it the server analyses its active set over every entity it knows',
+    '--context JSON': 'context sent with every request, for a what-if (`{"posture":{"score":90,"compliant":true,"observedAt":0}}`); on the server, posture and risk come from signals',
+    '--max N': 'stop after N decisions (default 10000); the answer then says TRUNCATED',
+    ...CLIENT_HELP,
+  },
+  async run(v, _p, io) {
+    const p = typeof v.principal === 'string' ? v.principal : undefined;
+    const r = typeof v.resource === 'string' ? v.resource : undefined;
+    if ((p === undefined) === (r === undefined)) throw new CliError('give exactly one of --principal and --resource', 'ERR_CLI_USAGE', 2);
+    const given = refArg(p === undefined ? 'resource' : 'principal', p ?? r ?? '');
+    const context = jsonObjectArg('context', v.context);
+    let maxDecisions: number | undefined;
+    if (v.max !== undefined) {
+      maxDecisions = Number(v.max);
+      if (!Number.isInteger(maxDecisions) || maxDecisions < 1 || maxDecisions > 100_000) throw new CliError('--max must be an integer from 1 to 100000', 'ERR_CLI_USAGE', 2);
+    }
+    let report: AnalysisReport;
+    if (typeof v.dir === 'string') {
+      const compiled = await compileFolder(v.dir, io, v.json === true);
+      if (!compiled.ok) return 1;
+      const set = compiled.set;
+      const type = resolveEntityType(set.schemaInfo, given.type);
+      if (type === undefined) throw new CliError(`type \`${given.type}\` is not declared by the schema of ${v.dir}`, 'ERR_CLI_USAGE', 2);
+      const engine = new PolicyEngine({ clock: systemClock });
+      await engine.load(await readPolicyFolder(v.dir));
+      // Offline: decisions are not recorded and no budget applies.
+      const pdp = new Decider({ engine, audit: recordingAuditSink(systemClock, false), clock: systemClock, timeoutMs: Infinity, contextSources: [clockContextSource(systemClock)] });
+      const ref = { type, id: given.id };
+      report = await analyzeAccess({ decide: (q) => pdp.decide(q), set: engine.active }, p === undefined ? { resource: ref } : { principal: ref }, {
+        ...(context === undefined ? {} : { context }),
+        ...(maxDecisions === undefined ? {} : { maxDecisions }),
+      });
+    } else {
+      const body = { [p === undefined ? 'resource' : 'principal']: given, ...(context === undefined ? {} : { context }), ...(maxDecisions === undefined ? {} : { maxDecisions }) };
+      report = (await call(client(v, io), 'POST', '/admin/v1/policy/analyze', body)).json as AnalysisReport;
+    }
+    if (v.json === true) io.out(JSON.stringify(report, null, 2));
+    else printAnalysis(report, p !== undefined, p ?? r ?? '', io);
+    return 0;
+  },
+};
+
+interface ShadowState {
+  active: boolean;
+  dir: string | null;
+  version: string | null;
+  since: string | null;
+  stats: { compared: number; disagreements: number; errors: number } | null;
+}
+
+function shadowRows(s: ShadowState): string {
+  if (!s.active) return 'shadow     off';
+  return table([
+    ['shadow', 'on'],
+    ['folder', s.dir ?? '-'],
+    ['version', s.version ?? '-'],
+    ['since', s.since ?? '-'],
+    ['compared', String(s.stats?.compared ?? 0)],
+    ['disagreed', String(s.stats?.disagreements ?? 0)],
+    ['errors', String(s.stats?.errors ?? 0)],
+  ]);
+}
+
+const shadowCmd: Command = {
+  name: 'policy shadow',
+  summary: 'shadow mode: decide live traffic with a candidate folder too and record disagreements, never enforcing them',
+  usage: 'writ policy shadow [--set DIR | --clear] [--server URL] [--json]',
+  options: { ...CLIENT_OPTIONS, set: { type: 'string' }, clear: { type: 'boolean' } },
+  help: {
+    '--set DIR': 'the candidate folder, as the server sees its path; a folder that does not compile changes nothing (exit 1)',
+    '--clear': 'stop shadowing',
+    '(neither)': 'show the shadow: folder, version, decisions compared and disagreements',
+    ...CLIENT_HELP,
+  },
+  async run(v, _p, io) {
+    if (typeof v.set === 'string' && v.clear === true) throw new CliError('give at most one of --set and --clear', 'ERR_CLI_USAGE', 2);
+    const c = client(v, io);
+    if (v.clear === true) {
+      const r = (await call(c, 'DELETE', '/admin/v1/policy/shadow')).json as { cleared: boolean; previous: ShadowState };
+      if (v.json === true) io.out(JSON.stringify(r, null, 2));
+      else io.out(r.cleared ? `shadow cleared (${r.previous.stats?.disagreements ?? 0} disagreements in ${r.previous.stats?.compared ?? 0} decisions)` : 'no shadow was set');
+      return 0;
+    }
+    const s = (typeof v.set === 'string'
+      ? await call(c, 'PUT', '/admin/v1/policy/shadow', { dir: resolve(v.set) })
+      : await call(c, 'GET', '/admin/v1/policy/shadow')).json as ShadowState;
+    io.out(v.json === true ? JSON.stringify(s, null, 2) : shadowRows(s));
+    return 0;
+  },
+};
+
 /** The `writ policy` commands. */
-export const POLICY_COMMANDS: readonly Command[] = [validate, testCmd, explain, show, reload, replay];
+export const POLICY_COMMANDS: readonly Command[] = [validate, testCmd, explain, show, reload, replay, analyze, shadowCmd];

@@ -327,6 +327,7 @@ describe('envName', () => {
       'tls.publicUrl': 'WRIT_TLS_PUBLIC_URL',
       'policy.dir': 'WRIT_POLICY_DIR',
       'policy.reloadDebounceMs': 'WRIT_POLICY_RELOAD_DEBOUNCE_MS',
+      'policy.shadowDir': 'WRIT_POLICY_SHADOW_DIR',
       'policy.timeoutMs': 'WRIT_POLICY_TIMEOUT_MS',
       'identity.trustDomain': 'WRIT_IDENTITY_TRUST_DOMAIN',
       kek: 'WRIT_KEK',

@@ -169,6 +169,9 @@ test('metadata: policy_decision_point equals the identifier and endpoints derive
     policy_decision_point: 'https://pdp.example.com',
     access_evaluation_endpoint: 'https://pdp.example.com/access/v1/evaluation',
     access_evaluations_endpoint: 'https://pdp.example.com/access/v1/evaluations',
+    search_subject_endpoint: 'https://pdp.example.com/access/v1/search/subject',
+    search_resource_endpoint: 'https://pdp.example.com/access/v1/search/resource',
+    search_action_endpoint: 'https://pdp.example.com/access/v1/search/action',
     capabilities: [],
   });
   assert.throws(() => authzenMetadata('http://pdp.example.com'), { name: 'TypeError', message: 'policy_decision_point must be an https URL' });

@@ -282,6 +282,9 @@ export interface AuthzenMetadata {
   readonly policy_decision_point: string;
   readonly access_evaluation_endpoint: string;
   readonly access_evaluations_endpoint: string;
+  readonly search_subject_endpoint: string;
+  readonly search_resource_endpoint: string;
+  readonly search_action_endpoint: string;
   readonly capabilities: readonly string[];
 }
 
@@ -303,6 +306,9 @@ export function authzenMetadata(pdp: string): AuthzenMetadata {
     policy_decision_point: pdp,
     access_evaluation_endpoint: `${base}/access/v1/evaluation`,
     access_evaluations_endpoint: `${base}/access/v1/evaluations`,
+    search_subject_endpoint: `${base}/access/v1/search/subject`,
+    search_resource_endpoint: `${base}/access/v1/search/resource`,
+    search_action_endpoint: `${base}/access/v1/search/action`,
     capabilities: [],
   };
 }

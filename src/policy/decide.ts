@@ -39,8 +39,12 @@ export interface DecisionRequest {
   readonly correlationId?: string;
   /** Who asked (the enforcement point's principal id); recorded in the audit event. */
   readonly requestedBy?: string;
-  /** `explain` marks a decision asked for by a person, not enforced; replay skips it. */
-  readonly purpose?: 'enforce' | 'explain';
+  /**
+   * Why it is asked. `explain` (a person asking), `search` (an AuthZEN search
+   * deciding its candidates) and `analyze` (`writ policy analyze`) are not
+   * enforced as such: the audit event says so and replay skips them.
+   */
+  readonly purpose?: 'enforce' | 'explain' | 'search' | 'analyze';
 }
 
 /** A decision, explained. */
@@ -57,6 +61,9 @@ export interface Decision {
   /** Engine messages for logs and `explain`; never sent to clients as is. */
   readonly diagnostics: readonly string[];
 }
+
+/** Sees a final decision (see {@link Decider.observe}). */
+export type DecisionObserver = (request: DecisionRequest, decision: Decision) => unknown;
 
 /** Options of a {@link Decider}; checked once at construction. */
 export interface DeciderOptions {
@@ -215,6 +222,7 @@ export class Decider {
   readonly #now: () => number;
   readonly #random: () => number;
   readonly #cache = new Map<string, Outcome>();
+  #observer: DecisionObserver | undefined;
 
   constructor(o: DeciderOptions) {
     const timeoutMs = o.timeoutMs ?? 200;
@@ -249,6 +257,26 @@ export class Decider {
     this.#cache.clear();
   }
 
+  /**
+   * Let `fn` see every enforced decision (not explains, searches or analyses)
+   * once it is final, on a later microtask; `undefined` stops it. What `fn`
+   * does or throws cannot change the decision (shadow mode uses this).
+   */
+  observe(fn: DecisionObserver | undefined): void {
+    this.#observer = fn;
+  }
+
+  #notify(request: DecisionRequest, decision: Decision): Decision {
+    const fn = this.#observer;
+    const purpose = isPlainObject(request) ? request.purpose : undefined;
+    if (fn !== undefined && (purpose === undefined || purpose === 'enforce')) {
+      void Promise.resolve()
+        .then(() => fn(request, decision))
+        .catch(() => undefined);
+    }
+    return decision;
+  }
+
   /** Number of cached decisions (for metrics). */
   get cacheSize(): number {
     return this.#cache.size;
@@ -278,7 +306,7 @@ export class Decider {
       cached,
       diagnostics: outcome.diagnostics,
     };
-    if (outcome.allow && this.#sampleRate < 1 && this.#random() >= this.#sampleRate) return decision;
+    if (outcome.allow && this.#sampleRate < 1 && this.#random() >= this.#sampleRate) return this.#notify(request, decision);
     try {
       await this.#audit.append({
         action: 'decision.made',
@@ -296,16 +324,16 @@ export class Decider {
           policyIds: outcome.determiningPolicies,
           cached,
           ...(typeof request?.requestedBy === 'string' ? { requestedBy: request.requestedBy } : {}),
-          ...(request?.purpose === 'explain' ? { purpose: 'explain' } : {}),
+          ...(request?.purpose === 'explain' || request?.purpose === 'search' || request?.purpose === 'analyze' ? { purpose: request.purpose } : {}),
           ...recordedRequest(request),
         },
         time: this.#clock.now().toISOString(),
       });
     } catch (e) {
       // An unrecorded allow is not an allow (ARCHITECTURE.md invariant 3).
-      return { ...decision, decision: 'deny', reasons: ['audit-unavailable', ...decision.reasons], diagnostics: [...decision.diagnostics, e instanceof Error ? e.message : 'audit failed'] };
+      return this.#notify(request, { ...decision, decision: 'deny', reasons: ['audit-unavailable', ...decision.reasons], diagnostics: [...decision.diagnostics, e instanceof Error ? e.message : 'audit failed'] });
     }
-    return decision;
+    return this.#notify(request, decision);
   }
 
   async #evaluate(req: DecisionRequest, set: CompiledPolicySet | undefined, start: number): Promise<{ outcome: Outcome; cached: boolean }> {
@@ -452,8 +480,9 @@ export class Decider {
         refsIn([r.value], more);
         return;
       }
+      // A source that failed is a deny, required or not: its absence is not the same as "no data" (invariant 1).
       if (r.status === 'rejected') diagnostics.push(`${s.name}: ${r.reason instanceof Error ? r.reason.message : 'failed'}`);
-      if (s.required) missing.push(`${s.name}-unavailable`);
+      if (s.required || r.status === 'rejected') missing.push(`${s.name}-unavailable`);
     });
     if (more.length > 0) await this.#closure(set, more, callerEntities, entities);
     return { entities, context, missing, diagnostics };

@@ -18,12 +18,12 @@ test('the example NHI policy set validates against the Writ schema', () => {
 
 test('every case of the example set passes, allows and denies alike', async () => {
   const cases = await readPolicyCases(`${EXAMPLE}/tests`);
-  assert.equal(cases.length, 7);
+  assert.equal(cases.length, 14);
   const results = await runPolicyCases(engine, cases, { clock });
   assert.deepEqual(results.filter((r) => !r.pass).map((r) => `${r.name}: ${r.mismatch}`), []);
   assert.deepEqual(
     results.map((r) => r.got.decision).sort(),
-    ['allow', 'allow', 'deny', 'deny', 'deny', 'deny', 'deny'],
+    [...Array<string>(5).fill('allow'), ...Array<string>(9).fill('deny')],
   );
 });
 

@@ -33,6 +33,12 @@ export interface EntityLoader {
    */
   version(): string | undefined;
   load(uids: readonly EntityRef[]): Promise<LoadedEntities>;
+  /**
+   * The ids of every entity of `type` (fully qualified) this loader knows, for
+   * AuthZEN search and `writ policy analyze`. Optional: a loader without it
+   * contributes no candidates (its entities are still loaded for decisions).
+   */
+  list?(type: string): Promise<readonly EntityRef[]>;
 }
 
 /** What a context source is asked about. */
@@ -60,7 +66,11 @@ export interface ContextSource {
   readonly name: string;
   /** The context attribute it fills (top level of the Cedar context). */
   readonly key: string;
-  /** When true, no value (or an error) denies the request. */
+  /**
+   * When true, no value denies the request (`<name>-unavailable`); when
+   * false, no value leaves the member absent for the policies to judge. An
+   * error denies the request either way.
+   */
   readonly required: boolean;
   /** Same contract as {@link EntityLoader.version}. */
   version(): string | undefined;
@@ -83,6 +93,10 @@ export function memoryEntityLoader(entities: readonly EntityJson[], version = 's
   }
   return {
     version: () => version,
+    list: async (type) => [...byKey.values()].flatMap((e) => {
+      const u = '__entity' in e.uid ? e.uid.__entity : e.uid;
+      return u.type === type ? [{ type: u.type, id: u.id }] : [];
+    }),
     load: async (uids) => ({
       entities: uids.flatMap((u) => {
         const e = byKey.get(`${u.type}::${JSON.stringify(u.id)}`);

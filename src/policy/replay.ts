@@ -86,7 +86,7 @@ export async function replayDecisions(engine: PolicyEngine, records: readonly Re
     const was = d.decision;
     const request = requestOf(d);
     const at = Date.parse(rec.time);
-    if (d.purpose === 'explain' || request === undefined || (was !== 'allow' && was !== 'deny') || Number.isNaN(at)) {
+    if ((d.purpose !== undefined && d.purpose !== 'enforce') || request === undefined || (was !== 'allow' && was !== 'deny') || Number.isNaN(at)) {
       skipped++;
       continue;
     }

@@ -23,6 +23,19 @@ export interface SchemaInfo {
   readonly actionDescendants: ReadonlyMap<string, ReadonlySet<string>>;
   /** The namespaces declared (`''` for the empty one). */
   readonly namespaces: readonly string[];
+  /**
+   * Action uid key → the principal and resource types it applies to (fully
+   * qualified). Only actions with an `appliesTo` are here: groups are not.
+   */
+  readonly actionAppliesTo: ReadonlyMap<string, ActionAppliesTo>;
+}
+
+/** The entity types one action applies to. */
+export interface ActionAppliesTo {
+  /** The action's id (`tools/call`), what AuthZEN calls its `name`. */
+  readonly id: string;
+  readonly principals: ReadonlySet<string>;
+  readonly resources: ReadonlySet<string>;
 }
 
 /** The key of an entity uid: `Type::"id"` with the id JSON-quoted. */
@@ -66,6 +79,7 @@ export function buildSchemaInfo(json: SchemaJson<string>): SchemaInfo {
   const entityTypes = new Map<string, AttributeNames>();
   const actionContexts = new Map<string, AttributeNames>();
   const parents = new Map<string, string[]>();
+  const actionAppliesTo = new Map<string, ActionAppliesTo>();
   const common = new Map<string, CedarType<string>>();
   const namespaces = Object.keys(json);
 
@@ -82,6 +96,14 @@ export function buildSchemaInfo(json: SchemaJson<string>): SchemaInfo {
       const key = uidKey(actionType, id);
       const ctx = action.appliesTo?.context;
       actionContexts.set(key, ctx === undefined ? new Map() : recordAttributes(ctx, ns, common));
+      const applies = action.appliesTo;
+      if (applies !== undefined && applies !== null) {
+        actionAppliesTo.set(key, {
+          id,
+          principals: new Set((applies.principalTypes ?? []).map((t) => qualify(ns, t))),
+          resources: new Set((applies.resourceTypes ?? []).map((t) => qualify(ns, t))),
+        });
+      }
       parents.set(
         key,
         (action.memberOf ?? []).map((m) => uidKey(m.type === undefined ? actionType : qualify(ns, m.type), m.id)),
@@ -109,7 +131,7 @@ export function buildSchemaInfo(json: SchemaJson<string>): SchemaInfo {
       set.add(key);
     }
   }
-  return { entityTypes, actionContexts, actionDescendants, namespaces };
+  return { entityTypes, actionContexts, actionDescendants, namespaces, actionAppliesTo };
 }
 
 /**

@@ -258,7 +258,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   app.get('/openapi.json', { schema: { summary: 'this API as OpenAPI 3.1', hide: true } }, async () => app.swagger());
 
   await registerAdminRoutes(app, { ...deps, describe: () => describeConfig(config) });
-  if (deps.policy !== undefined) await registerPolicyRoutes(app, { policy: deps.policy, admins, audit });
+  if (deps.policy !== undefined) await registerPolicyRoutes(app, { policy: deps.policy, admins, audit, metrics: metrics.registry });
   if (deps.identity !== undefined) await registerIdentityRoutes(app, deps.identity, deps.tls);
   if (deps.credentials !== undefined) await registerCredentialRoutes(app, deps.credentials);
   if (deps.signals !== undefined) await registerSignalRoutes(app, { signals: deps.signals, audit, heartbeatMs: config['revocations.heartbeatMs'], ...(deps.ssf === undefined ? {} : { ssf: deps.ssf.transmitter, ssfSigner: deps.ssf.signer }) });

@@ -16,13 +16,18 @@ import type { FSWatcher } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { Gauge } from 'prom-client';
+import type { Registry } from 'prom-client';
 import type { AuditSink, Clock, WritConfig } from '../kernel/index.ts';
 import { WritError } from '../kernel/index.ts';
 import {
   Decider,
   PolicyEngine,
+  ShadowEvaluator,
   authzenMetadata,
   clockContextSource,
+  registryEntityLoader,
+  signalContextSources,
   evaluate,
   evaluations,
   parseAuthzenBody,
@@ -30,9 +35,12 @@ import {
   policyErrors,
   readPolicyFolder,
   readWritSchema,
+  resolveEntityType,
+  analyzeAccess,
+  search,
   toDecisionRequest,
 } from '../policy/index.ts';
-import type { Decision, LoadReport } from '../policy/index.ts';
+import type { ContextSource, Decision, EntityLoader, IdentityDirectory, LoadReport, RegistryEntityLoader, ShadowStats, SignalReader } from '../policy/index.ts';
 import { governanceErrors, roleAllows } from '../governance/index.ts';
 import type { AdminPrincipals } from '../governance/index.ts';
 
@@ -49,10 +57,34 @@ export interface PolicyReadiness {
   };
 }
 
+/** The shadow candidate, as `GET /admin/v1/policy/shadow` shows it. */
+export interface ShadowStatus {
+  readonly active: boolean;
+  readonly dir: string | null;
+  readonly version: string | null;
+  readonly since: string | null;
+  readonly stats: ShadowStats | null;
+}
+
 /** The served PDP: engine, decider, folder watch. */
 export interface PolicyService {
   readonly engine: PolicyEngine;
   readonly decider: Decider;
+  /** Entity loaders that feed the PDP (registered identities), also the candidates of AuthZEN search. */
+  readonly loaders: readonly EntityLoader[];
+  /**
+   * A change the revocation bus reported (a signal accepted, an entry
+   * deleted, a node evicted): posture and risk caches move on, registered
+   * identities are re-read.
+   */
+  noteChange(): void;
+  /** Load `dir` as the shadow candidate; throws `ERR_POLICY_SET_INVALID` (nothing changes) when it does not compile. */
+  setShadow(dir: string): Promise<ShadowStatus>;
+  /** Stop shadowing; false when there was no shadow. */
+  clearShadow(): boolean;
+  shadowStatus(): ShadowStatus;
+  /** Comparisons since start, by result (for `/metrics`). */
+  shadowTotals(): Readonly<Record<'agree' | 'disagree' | 'error', number>>;
   /** Absolute policy folder, or undefined when `policy.dir` is empty. */
   readonly dir: string | undefined;
   /** Reload the folder now (serialized with watch reloads). */
@@ -143,11 +175,30 @@ function problemLines(r: LoadReport): string[] {
  * const policy = await startPolicyService({ config, audit, clock: systemClock });
  * policy.setBaseUrl('https://writ.example.com');
  */
-export async function startPolicyService(o: { config: WritConfig; audit: AuditSink; clock: Clock }): Promise<PolicyService> {
+export async function startPolicyService(o: {
+  config: WritConfig;
+  audit: AuditSink;
+  clock: Clock;
+  /** Registered identities (entries, nodes): principal attributes. */
+  directory?: IdentityDirectory;
+  /** Latest posture and risk signals. */
+  signals?: SignalReader;
+}): Promise<PolicyService> {
   const { config, audit, clock } = o;
   const dir = config['policy.dir'] === '' ? undefined : resolve(config['policy.dir']);
   const engine = new PolicyEngine({ clock, audit });
-  const decider = new Decider({ engine, audit, clock, timeoutMs: config['policy.timeoutMs'], contextSources: [clockContextSource(clock)] });
+  // The PIP: registered identities through a loader, posture and risk through context sources.
+  let changes = 0;
+  const registry: RegistryEntityLoader | undefined = o.directory === undefined ? undefined : registryEntityLoader(o.directory, { clock });
+  const contextSources: ContextSource[] = [clockContextSource(clock), ...(o.signals === undefined ? [] : signalContextSources(o.signals, () => `signals-${changes}`))];
+  const pip = { ...(registry === undefined ? {} : { entityLoader: registry }), contextSources, timeoutMs: config['policy.timeoutMs'] };
+  const decider = new Decider({ engine, audit, clock, ...pip });
+  let shadow: ShadowEvaluator | undefined;
+  const totals = { agree: 0, disagree: 0, error: 0 };
+  const shadowStatus = (): ShadowStatus =>
+    shadow === undefined
+      ? { active: false, dir: null, version: null, since: null, stats: null }
+      : { active: true, dir: shadow.origin, version: shadow.version, since: shadow.since, stats: shadow.stats };
   let log: PolicyLogger = { info: () => undefined, warn: () => undefined };
   let base = config.publicUrl === '' ? `http://${config.listen}` : config.publicUrl;
   let chain: Promise<unknown> = Promise.resolve();
@@ -183,10 +234,47 @@ export async function startPolicyService(o: { config: WritConfig; audit: AuditSi
 
   await reload();
 
+  const setShadow = async (shadowDir: string): Promise<ShadowStatus> => {
+    const abs = resolve(shadowDir);
+    const candidate = new PolicyEngine({ clock });
+    const r = await candidate.loadFrom(() => readPolicyFolder(abs));
+    if (!r.ok) {
+      const lines = problemLines(r);
+      throw policyErrors.error('ERR_POLICY_SET_INVALID', `shadow candidate \`${abs}\` rejected, ${shadow === undefined ? 'no shadow' : 'the previous shadow'} stays: ${r.problems.length} problem(s): ${lines.slice(0, 5).join('; ')}`);
+    }
+    const next = new ShadowEvaluator({ engine: candidate, audit, clock, origin: abs, ...pip, onCompared: (result) => { totals[result] += 1; } });
+    shadow = next;
+    decider.observe((req, d) => next.compare(req, d));
+    return shadowStatus();
+  };
+
+  if (config['policy.shadowDir'] !== '') {
+    try {
+      await setShadow(config['policy.shadowDir']);
+    } catch (err) {
+      // A bad candidate never keeps the server (or the live set) from serving.
+      log.warn({ err }, 'shadow policy candidate rejected; running without shadow');
+    }
+  }
+
   return {
     engine,
     decider,
     dir,
+    loaders: registry === undefined ? [] : [registry],
+    noteChange: () => {
+      changes += 1;
+      registry?.refresh();
+    },
+    setShadow,
+    clearShadow: () => {
+      if (shadow === undefined) return false;
+      shadow = undefined;
+      decider.observe(undefined);
+      return true;
+    },
+    shadowStatus,
+    shadowTotals: () => ({ ...totals }),
     reload: () => {
       if (dir === undefined) return Promise.reject(policyErrors.error('ERR_POLICY_NO_FOLDER', 'no policy folder is configured; start with `--policies <dir>` or set `policy.dir`'));
       return reload();
@@ -258,8 +346,28 @@ function statusOf(e: unknown): number {
  * @example
  * await registerPolicyRoutes(app, { policy, admins, audit });
  */
-export async function registerPolicyRoutes(app: FastifyInstance, deps: { policy: PolicyService; admins: AdminPrincipals; audit: AuditSink }): Promise<void> {
+export async function registerPolicyRoutes(app: FastifyInstance, deps: { policy: PolicyService; admins: AdminPrincipals; audit: AuditSink; metrics?: Registry }): Promise<void> {
   const { policy, admins, audit } = deps;
+  if (deps.metrics !== undefined) {
+    new Gauge({
+      name: 'writ_policy_shadow_comparisons_total',
+      help: 'live decisions compared with the shadow candidate policy set, by result (agree, disagree, error)',
+      labelNames: ['result'] as const,
+      registers: [deps.metrics],
+      collect() {
+        const t = policy.shadowTotals();
+        for (const result of ['agree', 'disagree', 'error'] as const) this.set({ result }, t[result]);
+      },
+    });
+    new Gauge({
+      name: 'writ_policy_shadow_active',
+      help: '1 while a shadow candidate policy set is being compared with live decisions',
+      registers: [deps.metrics],
+      collect() {
+        this.set(policy.shadowStatus().active ? 1 : 0);
+      },
+    });
+  }
   const decide = (r: Parameters<Decider['decide']>[0]): Promise<Decision> => policy.decider.decide(r);
 
   // Enforcement points authenticate with an admin-issued credential whose role grants `decisions.evaluate` (role `pep`).
@@ -302,6 +410,21 @@ export async function registerPolicyRoutes(app: FastifyInstance, deps: { policy:
       const who = requester(req);
       return evaluate((r) => decide({ ...r, ...(who.requestedBy === undefined ? {} : { requestedBy: who.requestedBy }) }), policy.engine.active?.schemaInfo, body, { correlationId: who.correlationId });
     });
+
+    // AuthZEN 1.0 §8: search. Each candidate is decided with the same Decider, so search and evaluation agree.
+    for (const kind of ['subject', 'resource', 'action'] as const) {
+      scope.post(`/access/v1/search/${kind}`, {
+        onRequest: authenticatePep,
+        schema: { summary: `AuthZEN 1.0 ${kind[0]?.toUpperCase() ?? ''}${kind.slice(1)} Search (§8): the ${kind}s allowed, paged`, tags: ['authzen'], security: [{ adminToken: [] }] },
+      }, async (req) => {
+        const body = parseAuthzenBody(req.headers['content-type'], rawOf(req));
+        const who = requester(req);
+        return search(kind, { decide, set: policy.engine.active, loaders: policy.loaders }, body, {
+          correlationId: who.correlationId,
+          ...(who.requestedBy === undefined ? {} : { requestedBy: who.requestedBy }),
+        });
+      });
+    }
 
     scope.post('/access/v1/evaluations', {
       onRequest: authenticatePep,
@@ -432,5 +555,130 @@ export async function registerPolicyRoutes(app: FastifyInstance, deps: { policy:
       purpose: 'explain',
     });
     return { decision: d.decision, reasons: d.reasons, determiningPolicies: d.determiningPolicies, policyVersion: d.policyVersion, decisionId: d.decisionId, diagnostics: d.diagnostics };
+  });
+
+  const refSchema = { type: 'object', properties: { type: { type: 'string', minLength: 1, maxLength: 256 }, id: { type: 'string', minLength: 1, maxLength: 2048 } }, required: ['type', 'id'], additionalProperties: false } as const;
+  const findingSchema = {
+    type: 'object',
+    properties: {
+      principal: refSchema,
+      action: { type: 'string' },
+      resource: refSchema,
+      determiningPolicies: { type: 'array', items: { type: 'string' } },
+      reasons: { type: 'array', items: { type: 'string' } },
+    },
+    required: ['principal', 'action', 'resource', 'determiningPolicies', 'reasons'],
+  } as const;
+
+  app.post('/admin/v1/policy/analyze', {
+    config: { permission: 'policy.read' },
+    schema: {
+      summary: 'blast radius: everything `principal` can reach, or everyone who can reach `resource`, each with the permits that allow it',
+      tags: ['policy'],
+      security,
+      body: {
+        type: 'object',
+        properties: { principal: refSchema, resource: refSchema, context: { type: 'object' }, maxDecisions: { type: 'integer', minimum: 1, maximum: 100_000 } },
+        additionalProperties: false,
+      },
+      response: {
+        200: {
+          type: 'object',
+          properties: {
+            policyVersion: { type: ['string', 'null'] },
+            findings: { type: 'array', items: findingSchema },
+            decided: { type: 'integer' },
+            denied: { type: 'integer' },
+            truncated: { type: 'boolean' },
+          },
+          required: ['policyVersion', 'findings', 'decided', 'denied', 'truncated'],
+        },
+        400: errorResponse,
+        ...common,
+      },
+    },
+  }, async (req) => {
+    const b = req.body as { principal?: { type: string; id: string }; resource?: { type: string; id: string }; context?: Record<string, unknown>; maxDecisions?: number };
+    if ((b.principal === undefined) === (b.resource === undefined)) throw policyErrors.error('ERR_POLICY_ANALYSIS_INVALID', 'name exactly one of `principal` and `resource`');
+    const set = policy.engine.active;
+    const given = b.principal ?? b.resource;
+    if (given === undefined) throw policyErrors.error('ERR_POLICY_ANALYSIS_INVALID', 'name exactly one of `principal` and `resource`');
+    const type = set === undefined ? undefined : resolveEntityType(set.schemaInfo, given.type);
+    if (type === undefined) throw policyErrors.error('ERR_POLICY_ANALYSIS_INVALID', `type \`${given.type.slice(0, 100)}\` is not declared by the active policy schema`);
+    const ref = { type, id: given.id };
+    return analyzeAccess({ decide, set, loaders: policy.loaders }, b.principal === undefined ? { resource: ref } : { principal: ref }, {
+      ...(b.context === undefined ? {} : { context: b.context }),
+      ...(b.maxDecisions === undefined ? {} : { maxDecisions: b.maxDecisions }),
+      correlationId: req.correlationId,
+      ...(req.principal === undefined ? {} : { requestedBy: req.principal.id }),
+    });
+  });
+
+  const shadowSchema = {
+    type: 'object',
+    properties: {
+      active: { type: 'boolean' },
+      dir: { type: ['string', 'null'] },
+      version: { type: ['string', 'null'] },
+      since: { type: ['string', 'null'] },
+      stats: { type: ['object', 'null'], properties: { compared: { type: 'integer' }, disagreements: { type: 'integer' }, errors: { type: 'integer' } } },
+    },
+    required: ['active', 'dir', 'version', 'since', 'stats'],
+  } as const;
+  const adminActor = (req: FastifyRequest) => {
+    const p = req.principal;
+    return p === undefined ? { type: 'anonymous' as const, id: 'anonymous', ip: req.ip } : { type: 'admin' as const, id: p.id, name: p.name, role: p.role, ip: req.ip };
+  };
+
+  app.get('/admin/v1/policy/shadow', {
+    config: { permission: 'policy.read' },
+    schema: { summary: 'the shadow candidate policy set: folder, version, and how often it disagreed with live decisions', tags: ['policy'], security, response: { 200: shadowSchema, ...common } },
+  }, async () => policy.shadowStatus());
+
+  app.put('/admin/v1/policy/shadow', {
+    config: { permission: 'policy.manage' },
+    schema: {
+      summary: 'decide live traffic with a candidate policy folder as well, recording disagreements without enforcing them; a folder that does not compile changes nothing',
+      tags: ['policy'],
+      security,
+      body: { type: 'object', properties: { dir: { type: 'string', minLength: 1, maxLength: 4096 } }, required: ['dir'], additionalProperties: false },
+      response: { 200: shadowSchema, 400: errorResponse, ...common },
+    },
+  }, async (req) => {
+    const { dir: shadowDir } = req.body as { dir: string };
+    const status = await policy.setShadow(shadowDir);
+    await audit.append({
+      action: 'policy.shadow.enabled',
+      actor: adminActor(req),
+      target: { type: 'policy_set', id: status.version ?? 'none', ...(status.dir === null ? {} : { name: status.dir }) },
+      outcome: 'success',
+      correlationId: req.correlationId,
+      details: { dir: status.dir, policyVersion: status.version, activeVersion: policy.engine.active?.version ?? null },
+    });
+    return status;
+  });
+
+  app.delete('/admin/v1/policy/shadow', {
+    config: { permission: 'policy.manage' },
+    schema: {
+      summary: 'stop the shadow comparison',
+      tags: ['policy'],
+      security,
+      response: { 200: { type: 'object', properties: { cleared: { type: 'boolean' }, previous: shadowSchema }, required: ['cleared', 'previous'] }, ...common },
+    },
+  }, async (req) => {
+    const previous = policy.shadowStatus();
+    const cleared = policy.clearShadow();
+    if (cleared) {
+      await audit.append({
+        action: 'policy.shadow.disabled',
+        actor: adminActor(req),
+        target: { type: 'policy_set', id: previous.version ?? 'none', ...(previous.dir === null ? {} : { name: previous.dir }) },
+        outcome: 'success',
+        correlationId: req.correlationId,
+        details: { dir: previous.dir, policyVersion: previous.version, stats: previous.stats },
+      });
+    }
+    return { cleared, previous };
   });
 }

@@ -27,6 +27,7 @@ import type { ServedSignals } from './signals-routes.ts';
 import type { DeliveryReport } from '../signals/index.ts';
 import { startTlsListener } from './tls-listener.ts';
 import type { TlsListener } from './tls-listener.ts';
+import type { IdentityDirectory } from '../policy/index.ts';
 
 /** The running server. */
 export interface RunningServer {
@@ -46,6 +47,21 @@ export interface RunningServer {
   readonly tls: TlsListener | undefined;
   /** Drain, flush the audit log, close the store. Safe to call twice. */
   close(): Promise<void>;
+}
+
+/** Registration entries and live nodes, as the PDP reads them. */
+function identityDirectory(store: Store): IdentityDirectory {
+  return {
+    workloads: async () =>
+      (await store.identity.listEntries()).map((e) => ({
+        spiffeId: e.spiffeId,
+        selectors: e.selectors,
+        ...(typeof e.environment === 'string' ? { environment: e.environment } : {}),
+        ...(typeof e.owner !== 'object' || e.owner === null ? {} : { owner: { team: e.owner.team, contact: e.owner.contact } }),
+        ...(typeof e.parentId === 'string' ? { nodeSpiffeId: e.parentId } : {}),
+      })),
+    nodes: async () => (await store.identity.listNodes()).filter((n) => n.evictedAt === null).map((n) => ({ spiffeId: n.spiffeId, attestationMethod: n.attestationType, selectors: n.selectors })),
+  };
 }
 
 /** Package version, read once. */
@@ -76,6 +92,7 @@ export async function startServer(sources: ConfigSources & { logStream?: NodeJS.
   let identity: ServedIdentity | undefined;
   let signals: ServedSignals | undefined;
   let creds: ServedCredentials | undefined;
+  let stopPolicyFeed: (() => Promise<void>) | undefined;
   try {
     await store.migrate();
     audit = new AuditWriter(store, systemClock, {
@@ -86,7 +103,6 @@ export async function startServer(sources: ConfigSources & { logStream?: NodeJS.
     });
     const admins = new AdminPrincipals(store, audit, systemClock);
     const version = writVersion();
-    policy = await startPolicyService({ config, audit, clock: systemClock });
     let rotationLog: ((err: unknown) => void) | undefined;
     let appLog: ((r: DeliveryReport) => void) | undefined;
     identity = await startIdentity(config, store.identity, audit, (err) => rotationLog?.(err));
@@ -94,6 +110,10 @@ export async function startServer(sources: ConfigSources & { logStream?: NodeJS.
       if (r.outcome !== 'delivered') appLog?.(r);
     });
     const served1 = signals;
+    // The PDP's PIP reads registered identities and the latest signals; every bus event moves its caches on.
+    policy = await startPolicyService({ config, audit, clock: systemClock, directory: identityDirectory(store), signals: signals.service.context() });
+    const pdpChanges = policy;
+    stopPolicyFeed = await signals.bus.subscribe(undefined, () => pdpChanges.noteChange(), { onError: () => pdpChanges.noteChange() });
     creds = await startCredentials(config, store, audit, systemClock, identity.kek.kek);
     const served0 = identity;
     const pdp0 = policy;
@@ -141,6 +161,7 @@ export async function startServer(sources: ConfigSources & { logStream?: NodeJS.
     const close = (): Promise<void> => {
       closing ??= (async () => {
         pdp.close();
+        await stopPolicyFeed?.().catch(() => undefined);
         served.close();
         const drain = config['shutdown.drainTimeoutMs'];
         let timer: NodeJS.Timeout | undefined;
@@ -165,6 +186,7 @@ export async function startServer(sources: ConfigSources & { logStream?: NodeJS.
     };
     return { url, config, store, app, bootstrapTokenFile, identity: served.issuer, oauth, credentials, tls, close };
   } catch (e) {
+    await stopPolicyFeed?.().catch(() => undefined);
     policy?.close();
     identity?.close();
     await signals?.close().catch(() => undefined);

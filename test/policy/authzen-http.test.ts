@@ -184,6 +184,9 @@ describe('AuthZEN certification fixture over HTTP', () => {
       policy_decision_point: s.url,
       access_evaluation_endpoint: `${s.url}/access/v1/evaluation`,
       access_evaluations_endpoint: `${s.url}/access/v1/evaluations`,
+      search_subject_endpoint: `${s.url}/access/v1/search/subject`,
+      search_resource_endpoint: `${s.url}/access/v1/search/resource`,
+      search_action_endpoint: `${s.url}/access/v1/search/action`,
       capabilities: [],
     });
     // The endpoint it names answers.

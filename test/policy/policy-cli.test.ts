@@ -38,7 +38,7 @@ describe('writ policy validate (local)', () => {
   it('a valid folder: exit 0 and one summary line', async () => {
     const r = await run(['policy', 'validate', EXAMPLE]);
     assert.equal(r.code, 0);
-    assert.deepEqual(r.out, [`${EXAMPLE}: 7 policies, version ${await versionOf(EXAMPLE)}`]);
+    assert.deepEqual(r.out, [`${EXAMPLE}: 11 policies, version ${await versionOf(EXAMPLE)}`]);
     assert.deepEqual(r.err, []);
   });
 
@@ -76,9 +76,9 @@ describe('writ policy test (local)', () => {
   it('the example cases all pass: exit 0', async () => {
     const r = await run(['policy', 'test', EXAMPLE]);
     assert.equal(r.code, 0, r.out.join('\n'));
-    assert.equal(r.out.length, 8);
-    assert.ok(r.out.slice(0, 7).every((l) => l.startsWith('ok    ')));
-    assert.equal(r.out[7], `7 passed, 0 failed (version ${await versionOf(EXAMPLE)})`);
+    assert.equal(r.out.length, 15);
+    assert.ok(r.out.slice(0, 14).every((l) => l.startsWith('ok    ')));
+    assert.equal(r.out[14], `14 passed, 0 failed (version ${await versionOf(EXAMPLE)})`);
   });
 
   it('a case whose expectation no longer holds: exit 1 and a FAIL line that says why', async () => {
@@ -91,7 +91,7 @@ describe('writ policy test (local)', () => {
       const r = await run(['policy', 'test', dir]);
       assert.equal(r.code, 1);
       assert.ok(r.out.includes('FAIL  a legacy workload may read but not write an internet-facing service: decision deny, want allow (reasons: legacy-internet-facing-write-denied)'), r.out.join('\n'));
-      assert.equal(r.out.at(-1), `6 passed, 1 failed (version ${await versionOf(dir)})`);
+      assert.equal(r.out.at(-1), `13 passed, 1 failed (version ${await versionOf(dir)})`);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
