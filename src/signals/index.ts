@@ -17,3 +17,5 @@ export { RevocationStreamClient } from './stream-client.ts';
 export type { RevocationStreamClientOptions, RevocationQuery, RevocationStatus } from './stream-client.ts';
 export { CAEP_SESSION_REVOKED, CAEP_CREDENTIAL_CHANGE, SSF_PUSH, setForRevocation, SetSigner, SsfPushTransmitter } from './ssf.ts';
 export type { SubjectId, SetClaims, PushReceiver, DeliveryReport, SsfPushOptions } from './ssf.ts';
+export { Reevaluator } from './reevaluation.ts';
+export type { LiveItem, LiveQuery, SignalDecisionContext, Redecision, ReevaluationPort, ReceiptItem, ReevaluationReceipt, ReevaluatorDeps } from './reevaluation.ts';
