@@ -75,11 +75,11 @@ export async function registerSignalRoutes(app: FastifyInstance, deps: SignalRou
       security,
       // Fields are checked per signal type by parseSignal (allow-listed there).
       body: { type: 'object', properties: { type: { type: 'string', enum: [...SIGNAL_TYPES] } }, required: ['type', 'subject'] },
-      response: { 201: { type: 'object', properties: { signal: recordSchema, cursor: { type: 'integer' } }, required: ['signal', 'cursor'] }, ...common },
+      response: { 201: { type: 'object', properties: { signal: recordSchema, cursor: { type: 'integer' }, reevaluation: recordSchema }, required: ['signal', 'cursor'] }, ...common },
     },
   }, async (req, reply) => {
-    const { record, event } = await signals.accept(req.body, originOf(req));
-    return reply.code(201).send({ signal: record, cursor: event.cursor });
+    const { record, event, receipt } = await signals.accept(req.body, originOf(req));
+    return reply.code(201).send({ signal: record, cursor: event.cursor, ...(receipt === undefined ? {} : { reevaluation: receipt }) });
   });
 
   app.get('/admin/v1/signals', {

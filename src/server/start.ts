@@ -24,10 +24,12 @@ import { startCredentials } from './credentials-routes.ts';
 import type { ServedCredentials } from './credentials-routes.ts';
 import { startSignals } from './signals-routes.ts';
 import type { ServedSignals } from './signals-routes.ts';
+import { Reevaluator } from '../signals/index.ts';
 import type { DeliveryReport } from '../signals/index.ts';
 import { startTlsListener } from './tls-listener.ts';
 import type { TlsListener } from './tls-listener.ts';
 import type { IdentityDirectory } from '../policy/index.ts';
+import { reevaluationPort } from './signals-reevaluation.ts';
 
 /** The running server. */
 export interface RunningServer {
@@ -115,6 +117,8 @@ export async function startServer(sources: ConfigSources & { logStream?: NodeJS.
     const pdpChanges = policy;
     stopPolicyFeed = await signals.bus.subscribe(undefined, () => pdpChanges.noteChange(), { onError: () => pdpChanges.noteChange() });
     creds = await startCredentials(config, store, audit, systemClock, identity.kek.kek);
+    // Every accepted signal re-evaluates what is live for its subjects (docs/signals.md).
+    signals.service.setReevaluator(new Reevaluator({ port: reevaluationPort({ leases: creds.leases, tasks: store.credentials, decider: policy.decider, clock: systemClock }), bus: signals.bus, audit, clock: systemClock, context: signals.service.context() }));
     const served0 = identity;
     const pdp0 = policy;
     const oauth = await startOAuth({ config, clock: systemClock, audit, decide: (r) => pdp0.decider.decide(r), bundles: () => served0.issuer.bundle(), jtis: store.identity, leases: creds.leases, tasks: taskLookup(store.credentials), signingSecret: served0.kek.kek });

@@ -112,3 +112,70 @@ export interface SignalContext {
   posture(subject: string): Promise<{ readonly score: number; readonly failingChecks: readonly string[]; readonly at: string } | undefined>;
   risk(subject: string): Promise<{ readonly level: string; readonly at: string } | undefined>;
 }
+
+/** A Shared Signals stream as stored; `config` is its SSF stream configuration (SSF §8.1.1) plus Writ's state. */
+export interface SsfStreamRecord {
+  readonly streamId: string;
+  /** The admin principal that created it; only it (or an admin) manages it. */
+  readonly owner: string;
+  readonly config: SsfStreamState;
+  /** Bumped by every update (compare-and-set). */
+  readonly revision: number;
+  readonly createdAt: string;
+  readonly updatedAt: string;
+}
+
+/** An RFC 9493 / SSF subject identifier, as received (validated elsewhere). */
+export type SsfSubject = Readonly<Record<string, unknown>> & { readonly format: string };
+
+/** The stored state of a stream: the configuration a receiver reads, its status and subjects. */
+export interface SsfStreamState {
+  readonly stream_id: string;
+  readonly iss: string;
+  readonly aud: string | readonly string[];
+  readonly events_supported: readonly string[];
+  readonly events_requested: readonly string[];
+  readonly events_delivered: readonly string[];
+  readonly delivery: { readonly method: string; readonly endpoint_url?: string; readonly authorization_header?: string };
+  readonly min_verification_interval: number;
+  readonly description?: string;
+  readonly status: 'enabled' | 'paused' | 'disabled';
+  readonly reason?: string;
+  /** Subjects removed from this stream (default subjects are ALL): SETs about them are not delivered. */
+  readonly excluded_subjects: readonly SsfSubject[];
+  /** ISO time of the last verification request, for `min_verification_interval`. */
+  readonly last_verification_at?: string;
+}
+
+/** A SET waiting for delivery on a stream (poll: until acknowledged; push: until accepted or given up). */
+export interface QueuedSet {
+  readonly streamId: string;
+  readonly jti: string;
+  /** The signed SET (compact JWS). */
+  readonly set: string;
+  readonly createdAt: string;
+  readonly attempts: number;
+  /** Not before this ISO time (push backoff). */
+  readonly nextAt: string;
+}
+
+/** Port: stream configurations, their delivery queues and the receiver's replay cache. */
+export interface SsfStore {
+  insertStream(r: SsfStreamRecord): Promise<void>;
+  getStream(streamId: string): Promise<SsfStreamRecord | undefined>;
+  /** Every stream, or the streams of one owner. */
+  listStreams(owner?: string): Promise<readonly SsfStreamRecord[]>;
+  /** Replace when the stored revision is `expectedRevision`; false otherwise. */
+  updateStream(r: SsfStreamRecord, expectedRevision: number): Promise<boolean>;
+  /** Delete the stream and its queue; false when unknown. */
+  deleteStream(streamId: string): Promise<boolean>;
+  /** False when this (stream, jti) is already queued (another replica queued it). */
+  enqueueSet(q: QueuedSet): Promise<boolean>;
+  /** Up to `limit` queued SETs due at `nowIso`, oldest first. */
+  dueSets(streamId: string, nowIso: string, limit: number): Promise<readonly QueuedSet[]>;
+  deleteSets(streamId: string, jtis: readonly string[]): Promise<number>;
+  /** Compare-and-set the retry schedule; false when another worker moved it first. */
+  rescheduleSet(streamId: string, jti: string, expectedNextAt: string, attempts: number, nextAt: string): Promise<boolean>;
+  /** Receiver replay cache: true the first time `key` is seen. */
+  rememberReceivedSet(key: string, at: string): Promise<boolean>;
+}

@@ -10,6 +10,7 @@ import { parseSignal } from './signal.ts';
 import type { SignalRecord, SignalType } from './signal.ts';
 import { parseRevocation } from './revocation.ts';
 import type { RevocationBus, RevocationEvent, SignalContext, SignalStore } from './ports.ts';
+import type { Reevaluator, ReevaluationReceipt } from './reevaluation.ts';
 
 /** What {@link SignalService} is built from. */
 export interface SignalServiceDeps {
@@ -38,17 +39,30 @@ function signalId(nowMs: number): string {
  */
 export class SignalService {
   readonly #deps: SignalServiceDeps;
+  #reevaluator: Reevaluator | undefined;
 
   constructor(deps: SignalServiceDeps) {
     this.#deps = deps;
+  }
+
+  /**
+   * Re-evaluate on every accepted signal. Set once the contexts the port
+   * reaches (credentials, PDP) exist; without it signals are only stored and
+   * published.
+   */
+  setReevaluator(r: Reevaluator | undefined): void {
+    this.#reevaluator = r;
   }
 
   get bus(): RevocationBus {
     return this.#deps.bus;
   }
 
-  /** Validate (throws `ERR_SIGNALS_INVALID`), store, audit `signal.received`, publish. */
-  async accept(input: unknown, origin: SignalOrigin): Promise<{ record: SignalRecord; event: RevocationEvent }> {
+  /**
+   * Validate (throws `ERR_SIGNALS_INVALID`), store, audit `signal.received`,
+   * publish, then re-evaluate (when a re-evaluator is set) and return its receipt.
+   */
+  async accept(input: unknown, origin: SignalOrigin): Promise<{ record: SignalRecord; event: RevocationEvent; receipt?: ReevaluationReceipt }> {
     const parsed = parseSignal(input);
     const nowMs = this.#deps.clock.nowMs();
     const receivedAt = new Date(nowMs).toISOString();
@@ -74,7 +88,9 @@ export class SignalService {
       time: receivedAt,
     });
     const event = await this.#deps.bus.publish({ id: record.id, kind: 'signal', subject: record.subject, reason: record.type, at: receivedAt });
-    return { record, event };
+    if (this.#reevaluator === undefined) return { record, event };
+    const receipt = await this.#reevaluator.run(record, origin.correlationId);
+    return { record, event, receipt };
   }
 
   /** Validate (throws `ERR_SIGNALS_REVOCATION_INVALID`), publish, audit `revocation.published`. */

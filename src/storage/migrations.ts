@@ -209,6 +209,39 @@ const migrations: Record<string, Migration> = {
         .execute();
     },
   },
+  '0007_signals_ssf': {
+    async up(db: Kysely<unknown>) {
+      // Shared Signals streams (SSF §8.1): the configuration as JSON in `body`.
+      await db.schema
+        .createTable('ssf_streams')
+        .addColumn('stream_id', 'text', (c) => c.primaryKey())
+        .addColumn('owner', 'text', (c) => c.notNull())
+        .addColumn('revision', 'integer', (c) => c.notNull())
+        .addColumn('body', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .addColumn('updated_at', 'text', (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('ssf_streams_owner').on('ssf_streams').column('owner').execute();
+      // SETs waiting for poll acknowledgement or push acceptance.
+      await db.schema
+        .createTable('ssf_set_queue')
+        .addColumn('stream_id', 'text', (c) => c.notNull())
+        .addColumn('jti', 'text', (c) => c.notNull())
+        .addColumn('set_jwt', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .addColumn('attempts', 'integer', (c) => c.notNull())
+        .addColumn('next_at', 'text', (c) => c.notNull())
+        .addPrimaryKeyConstraint('ssf_set_queue_pk', ['stream_id', 'jti'])
+        .execute();
+      await db.schema.createIndex('ssf_set_queue_due').on('ssf_set_queue').columns(['stream_id', 'next_at', 'created_at']).execute();
+      // SETs a receiver accepted (`iss` + `jti`), so a replayed SET is not acted on twice.
+      await db.schema
+        .createTable('ssf_received')
+        .addColumn('key', 'text', (c) => c.primaryKey())
+        .addColumn('received_at', 'text', (c) => c.notNull())
+        .execute();
+    },
+  },
 };
 
 /** The migrations, in order, for Kysely's Migrator. */

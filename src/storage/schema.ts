@@ -92,6 +92,35 @@ export interface Database {
   revocation_events: RevocationEventsTable;
   legacy_exceptions: LegacyExceptionsTable;
   engine_secrets: EngineSecretsTable;
+  ssf_streams: SsfStreamsTable;
+  ssf_set_queue: SsfSetQueueTable;
+  ssf_received: SsfReceivedTable;
+}
+
+/** Shared Signals streams; `body` is the stream state as JSON. */
+export interface SsfStreamsTable {
+  stream_id: string;
+  owner: string;
+  revision: number;
+  body: string;
+  created_at: string;
+  updated_at: string;
+}
+
+/** SETs waiting for delivery. */
+export interface SsfSetQueueTable {
+  stream_id: string;
+  jti: string;
+  set_jwt: string;
+  created_at: string;
+  attempts: number;
+  next_at: string;
+}
+
+/** SETs a receiver accepted (replay cache). */
+export interface SsfReceivedTable {
+  key: string;
+  received_at: string;
 }
 
 /** Signals: the validated signal as JSON in `body`. */

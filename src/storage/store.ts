@@ -13,6 +13,7 @@ import { storageErrors } from './errors.ts';
 import { IdentityTables } from './identity-store.ts';
 import { CredentialTables } from './credentials-store.ts';
 import { SignalTables } from './signals-store.ts';
+import { SsfTables } from './ssf-store.ts';
 
 /** Which engine is behind the store. */
 export type StoreKind = 'sqlite' | 'postgres';
@@ -61,6 +62,8 @@ export class Store implements AuditStore, AdminPrincipalStore {
   readonly credentials: CredentialTables;
   /** The signals context's store port. */
   readonly signals: SignalTables;
+  /** The signals context's Shared Signals port (streams, SET queues, receiver replay cache). */
+  readonly ssf: SsfTables;
   #closed = false;
 
   constructor(kind: StoreKind, db: Kysely<Database>, location: string) {
@@ -70,6 +73,7 @@ export class Store implements AuditStore, AdminPrincipalStore {
     this.identity = new IdentityTables(kind, db);
     this.credentials = new CredentialTables(kind, db);
     this.signals = new SignalTables(db);
+    this.ssf = new SsfTables(db);
   }
 
   /** Apply every pending migration; refuse a schema newer than this build. */

@@ -70,6 +70,34 @@ export function storeConformance(name: string, factory: StoreFactory): void {
         await fn();
       });
 
+    test('ssf: streams compare-and-set, queued SETs once per (stream, jti), due order, reschedule, ack, replay cache', async () => {
+      const config = { stream_id: 'st_conf', iss: 'https://writ.example', aud: 'https://rx.example', events_supported: ['e'], events_requested: ['e'], events_delivered: ['e'], delivery: { method: 'urn:ietf:rfc:8936', endpoint_url: 'https://writ.example/ssf/poll/st_conf' }, min_verification_interval: 5, status: 'enabled' as const, excluded_subjects: [] };
+      const rec = { streamId: 'st_conf', owner: 'adm_1', config, revision: 1, createdAt: '2026-02-01T00:00:00.000Z', updatedAt: '2026-02-01T00:00:00.000Z' };
+      await store.ssf.insertStream(rec);
+      assert.deepEqual(await store.ssf.getStream('st_conf'), rec);
+      assert.deepEqual((await store.ssf.listStreams('adm_1')).map((r) => r.streamId), ['st_conf']);
+      assert.deepEqual(await store.ssf.listStreams('adm_2'), []);
+      const paused = { ...rec, revision: 2, config: { ...config, status: 'paused' as const } };
+      assert.equal(await store.ssf.updateStream(paused, 1), true);
+      assert.equal(await store.ssf.updateStream({ ...paused, revision: 3 }, 1), false, 'a stale revision loses');
+      assert.equal((await store.ssf.getStream('st_conf'))?.config.status, 'paused');
+      const q = (jti: string, at: string) => ({ streamId: 'st_conf', jti, set: `jwt-${jti}`, createdAt: at, attempts: 0, nextAt: at });
+      assert.equal(await store.ssf.enqueueSet(q('b', '2026-02-01T00:00:02.000Z')), true);
+      assert.equal(await store.ssf.enqueueSet(q('a', '2026-02-01T00:00:01.000Z')), true);
+      assert.equal(await store.ssf.enqueueSet(q('a', '2026-02-01T00:00:05.000Z')), false, 'queued once');
+      assert.deepEqual((await store.ssf.dueSets('st_conf', '2026-02-01T00:00:03.000Z', 10)).map((x) => x.jti), ['a', 'b']);
+      assert.deepEqual((await store.ssf.dueSets('st_conf', '2026-02-01T00:00:01.500Z', 10)).map((x) => x.jti), ['a']);
+      assert.equal(await store.ssf.rescheduleSet('st_conf', 'a', '2026-02-01T00:00:01.000Z', 1, '2026-02-01T00:00:09.000Z'), true);
+      assert.equal(await store.ssf.rescheduleSet('st_conf', 'a', '2026-02-01T00:00:01.000Z', 1, '2026-02-01T00:00:09.000Z'), false, 'compare-and-set');
+      assert.deepEqual((await store.ssf.dueSets('st_conf', '2026-02-01T00:00:03.000Z', 10)).map((x) => [x.jti, x.set, x.attempts]), [['b', 'jwt-b', 0]]);
+      assert.equal(await store.ssf.deleteSets('st_conf', ['b', 'zz']), 1);
+      assert.equal(await store.ssf.rememberReceivedSet('iss|jti1', '2026-02-01T00:00:00.000Z'), true);
+      assert.equal(await store.ssf.rememberReceivedSet('iss|jti1', '2026-02-01T00:00:01.000Z'), false);
+      assert.equal(await store.ssf.deleteStream('st_conf'), true);
+      assert.equal(await store.ssf.deleteStream('st_conf'), false);
+      assert.deepEqual(await store.ssf.dueSets('st_conf', '2026-12-01T00:00:00.000Z', 10), [], 'the queue goes with the stream');
+    });
+
     test('signals: stored as given, listed newest first, latest per subject and type', async () => {
       const rec = (i: number, type: 'posture-changed' | 'risk-changed', subject: string): SignalRecord => {
         const at = new Date(Date.UTC(2026, 1, 1, 0, 0, i)).toISOString();

@@ -1,0 +1,89 @@
+/**
+ * The server's side of re-evaluation: the signals context declares
+ * `ReevaluationPort` and owns the orchestration (`Reevaluator`), because it
+ * sits below credentials in the layering and beside the PDP; this composition
+ * root implements the port over the lease manager (access and refresh tokens
+ * are leases whose id is the `jti`; dynamic secrets are leases whose revoker
+ * drops the account and its sessions), the task store and the PDP.
+ */
+import type { Clock } from '../kernel/index.ts';
+import type { Lease, LeaseManager, LeaseState, TaskStore } from '../credentials/index.ts';
+import type { Decider } from '../policy/index.ts';
+import type { LiveItem, ReevaluationPort } from '../signals/index.ts';
+
+const LIVE: readonly LeaseState[] = ['pending', 'active'];
+const TOKEN_KINDS = new Set(['access_token', 'refresh_token']);
+
+function itemOf(l: Lease): LiveItem {
+  return {
+    type: TOKEN_KINDS.has(l.kind) ? 'token' : 'lease',
+    id: l.id,
+    subject: l.subject,
+    kind: l.kind,
+    ...(l.audience === null ? {} : { audience: l.audience }),
+    ...(l.taskId === null ? {} : { taskId: l.taskId }),
+    // Tokens are issued on a PDP decision; dynamic secrets through the admin API.
+    gated: TOKEN_KINDS.has(l.kind),
+  };
+}
+
+/**
+ * @example
+ * service.setReevaluator(new Reevaluator({ port: reevaluationPort({ leases, tasks: store.credentials, decider, clock }), bus, audit, clock, context: service.context() }));
+ */
+export function reevaluationPort(deps: { leases: LeaseManager; tasks: TaskStore; decider: Decider; clock: Clock }): ReevaluationPort {
+  const { leases, tasks, decider, clock } = deps;
+  return {
+    async findLive(q) {
+      const seen = new Map<string, LiveItem>();
+      const add = (ls: readonly Lease[]): void => {
+        for (const l of ls) if (!seen.has(l.id)) seen.set(l.id, itemOf(l));
+      };
+      if (q.all === true) add(await leases.list({ states: LIVE, limit: q.limit }));
+      if (q.taskId !== undefined) add(await leases.list({ taskId: q.taskId, states: LIVE, limit: q.limit }));
+      for (const subject of q.subjects) add(await leases.list({ subject, states: LIVE, limit: q.limit }));
+      return [...seen.values()].slice(0, q.limit);
+    },
+
+    // The question re-asked for every item is the one that lets a holder keep
+    // a credential: `credential/issue` of the item's audience (a service), or
+    // of the workload itself for its SVIDs, with the signal as context.
+    async redecide(item, _signal, context, correlationId) {
+      const principal = { type: 'Writ::Workload', id: item.subject };
+      const resource = item.type === 'svid' ? principal : { type: 'Writ::Service', id: item.audience ?? item.kind };
+      const d = await decider.decide({
+        principal,
+        action: 'credential/issue',
+        resource,
+        context: { ...context },
+        entities: [
+          { uid: principal, attrs: { spiffeId: item.subject, labels: [], legacy: false } },
+          ...(resource === principal ? [] : [{ uid: resource, attrs: { internetFacing: false, legacy: false, sensitivity: 'unknown' } }]),
+        ],
+        correlationId,
+        requestedBy: 'signal-reevaluation',
+      });
+      return { decision: d.decision, reasons: d.reasons, policyVersion: d.policyVersion, forbidden: d.decision === 'deny' && d.determiningPolicies.length > 0 };
+    },
+
+    async cut(item, reason, correlationId) {
+      if (item.type === 'svid') {
+        // No SVID registry to flip: the `subject-revoked` event the caller
+        // publishes is the cut (agents stop serving, PEPs drop them).
+        return { cutAt: new Date(clock.nowMs()).toISOString() };
+      }
+      const l = await leases.revoke(item.id, reason, correlationId);
+      return l?.revokedAt === undefined || l.revokedAt === null ? {} : { cutAt: l.revokedAt };
+    },
+
+    async invalidateDecisions() {
+      decider.invalidate();
+    },
+
+    async endTask(taskId) {
+      // Ends the row only (no new lease binds to it); the re-evaluator revokes
+      // and receipts each lease. Already ended or unknown: nothing to do.
+      await tasks.endTask(taskId, 'completed', new Date(clock.nowMs()).toISOString(), 'system:writ');
+    },
+  };
+}
