@@ -64,7 +64,7 @@ export class CredentialInjector {
   readonly #o: CredentialInjectorOptions;
   readonly #held = new Map<string, Held>();
   readonly #inflight = new Map<string, Promise<Held>>();
-  /** Values handed out, so responses can be scrubbed of them. */
+  /** Credentials and header values handed out, so responses can be scrubbed of them (NOTE: kept for the process lifetime; tokens are short-lived, few per upstream). */
   readonly #live = new Set<string>();
 
   constructor(options: CredentialInjectorOptions) {
@@ -83,8 +83,10 @@ export class CredentialInjector {
       const s = this.#o.staticSecrets?.get(route);
       if (s === undefined) throw enforcementErrors.error('ERR_ENFORCE_INJECTION_FAILED', `route \`${route}\` has no static secret loaded`);
       const raw = s.reveal();
+      const value = headerValue(cfg, raw);
       this.#live.add(raw);
-      return { header: cfg.header, value: headerValue(cfg, raw) };
+      this.#live.add(value);
+      return { header: cfg.header, value };
     }
     const key = `${cfg.audience}\n${cfg.scope ?? ''}`;
     const now = this.#o.clock.nowMs();
@@ -98,9 +100,10 @@ export class CredentialInjector {
     try {
       const fresh = await p;
       this.#held.set(key, fresh);
-      if (held !== undefined && held.value !== fresh.value) this.#live.delete(held.value);
+      const value = headerValue(cfg, fresh.value);
       this.#live.add(fresh.value);
-      return { header: cfg.header, value: headerValue(cfg, fresh.value) };
+      this.#live.add(value);
+      return { header: cfg.header, value };
     } catch (e) {
       // A refresh that fails keeps a token that has not expired yet.
       if (held !== undefined && this.#o.clock.nowMs() < held.expiresAt - 1000) return { header: cfg.header, value: headerValue(cfg, held.value) };
