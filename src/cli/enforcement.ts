@@ -1,17 +1,45 @@
 /**
- * `writ ext-authz`: the external authorizer for Envoy (gRPC
- * `envoy.service.auth.v3.Authorization/Check`) and for nginx `auth_request` /
- * Envoy HTTP mode, deciding each request through the server's AuthZEN PDP with
- * a PEP credential and authenticating callers against the server's bundle.
+ * The enforcement commands:
+ * - `writ ext-authz`: the external authorizer for Envoy (gRPC
+ *   `envoy.service.auth.v3.Authorization/Check`) and for nginx `auth_request` /
+ *   Envoy HTTP mode, deciding each request through the server's AuthZEN PDP with
+ *   a PEP credential and authenticating callers against the server's bundle;
+ * - `writ proxy`: the identity-aware reverse proxy, configured per route by a
+ *   JSON file (docs/enforcement.md), with its serving SVID from the Workload
+ *   API or files, the bundle and revocations from the server.
  */
 import * as grpc from '@grpc/grpc-js';
+import { appendFileSync, existsSync, readFileSync, unwatchFile, watchFile } from 'node:fs';
 import { createServer } from 'node:http';
 import type { Server } from 'node:http';
-import { AccessTokenVerifier, CachingPdp, CallBudgets, HttpAuthorizer, McpGateway, RemotePdp, ServerBundleSource, TokenExchanger, extAuthzGrpcServer, extAuthzHttpServer, identityProxy } from '../enforcement/index.ts';
-import type { BudgetLimits } from '../enforcement/index.ts';
-import { Secret, systemClock } from '../kernel/index.ts';
+import { certificatesToPem } from '../identity/index.ts';
+import type { TrustBundle } from '../identity/index.ts';
+import { GENESIS_HASH, chainHash, toEventBody } from '../audit/index.ts';
+import { canonicalJson } from '../kernel/index.ts';
 import type { AuditEventInput, AuditRecord, AuditSink } from '../kernel/index.ts';
 import { RevocationStreamClient } from '../signals/index.ts';
+import {
+  AccessTokenVerifier,
+  CachingPdp,
+  CallBudgets,
+  CredentialInjector,
+  HttpAuthorizer,
+  IdentityProxy,
+  McpGateway,
+  ProxyAuthenticator,
+  RemotePdp,
+  ServerBundleSource,
+  TokenExchanger,
+  WorkloadApiClient,
+  WritAuthorizationServer,
+  X509SvidWatcher,
+  enforcementErrors,
+  extAuthzGrpcServer,
+  extAuthzHttpServer,
+  parseProxyConfig,
+} from '../enforcement/index.ts';
+import type { BudgetLimits, ProxyConfig, ProxyTlsMaterial } from '../enforcement/index.ts';
+import { Secret, systemClock } from '../kernel/index.ts';
 import { CliError } from './client.ts';
 import { CLIENT_HELP, client } from './command.ts';
 import type { Command, Io, Values } from './command.ts';
@@ -114,13 +142,122 @@ const extAuthz: Command = {
   },
 };
 
+/**
+ * A hash-chained JSON-lines audit log for an enforcement point: each line is
+ * an audit record (`seq`, `prevHash`, `hash` as the server's chain), written
+ * in the background so a request never waits for the disk. Appends to `file`
+ * (continuing its chain) or writes to stderr.
+ */
+function jsonlAuditSink(file: string | undefined, io: Io): AuditSink & { flush(): void } {
+  let seq = 0;
+  let prev = GENESIS_HASH;
+  if (file !== undefined && existsSync(file)) {
+    const lines = readFileSync(file, 'utf8').trimEnd().split('\n');
+    const last = lines.at(-1);
+    if (last !== undefined && last !== '') {
+      try {
+        const r = JSON.parse(last) as { seq?: unknown; hash?: unknown };
+        if (typeof r.seq === 'number' && typeof r.hash === 'string') {
+          seq = r.seq;
+          prev = r.hash;
+        }
+      } catch {
+        throw new CliError(`--audit-log ${file}: the last line is not an audit record; move the file away`, 'ERR_CLI_USAGE', 2);
+      }
+    }
+  }
+  let buf: string[] = [];
+  let scheduled = false;
+  const flush = () => {
+    scheduled = false;
+    if (buf.length === 0) return;
+    const text = buf.join('');
+    buf = [];
+    if (file === undefined) io.err(text.trimEnd());
+    else appendFileSync(file, text, { mode: 0o600 });
+  };
+  return {
+    flush,
+    async append(e: AuditEventInput): Promise<AuditRecord> {
+      const body = toEventBody(e, new Date(systemClock.nowMs()).toISOString());
+      seq += 1;
+      const hash = chainHash(prev, seq, canonicalJson(body));
+      const record: AuditRecord = { seq, ...body, prevHash: prev, hash } as AuditRecord;
+      prev = hash;
+      buf.push(`${JSON.stringify(record)}\n`);
+      if (!scheduled) {
+        scheduled = true;
+        setTimeout(flush, 20).unref();
+      }
+      return record;
+    },
+  };
+}
+
+/** The configuration of the flag-only form: one catch-all route to `--upstream`. */
+function flagConfig(v: Values): unknown {
+  return {
+    listen: v.listen,
+    audience: (v.audience as string | undefined) ?? 'writ-proxy',
+    trustDomain: (v['trust-domain'] as string | undefined) ?? 'writ.local',
+    pdp: { cacheTtlMs: positiveNumber(v, 'cache-ttl-ms', 1000, true), timeoutMs: positiveNumber(v, 'timeout-ms', 2000) },
+    upstreams: { default: { url: v.upstream } },
+    routes: [{ name: 'default', path: '/{rest*}', upstream: 'default', auth: ['jwt-svid', 'access-token'] }],
+  };
+}
+
+function loadProxyConfig(v: Values): ProxyConfig {
+  let raw: unknown;
+  if (v.config !== undefined) {
+    if (v.listen !== undefined || v.upstream !== undefined) throw new CliError('give either --config or --listen/--upstream, not both', 'ERR_CLI_USAGE', 2);
+    let text: string;
+    try {
+      text = readFileSync(v.config as string, 'utf8');
+    } catch (e) {
+      throw new CliError(`cannot read --config ${v.config as string}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, 'ERR_CLI_USAGE', 2);
+    }
+    try {
+      raw = JSON.parse(text);
+    } catch (e) {
+      throw new CliError(`--config ${v.config as string} is not JSON: ${(e as Error).message}`, 'ERR_CLI_USAGE', 2);
+    }
+  } else {
+    if (v.listen === undefined || v.upstream === undefined) throw new CliError('give --config FILE, or --listen and --upstream', 'ERR_CLI_USAGE', 2);
+    raw = flagConfig(v);
+  }
+  try {
+    return parseProxyConfig(raw);
+  } catch (e) {
+    if (enforcementErrors.is(e, 'ERR_ENFORCE_PROXY_CONFIG')) throw new CliError(e.message, 'ERR_ENFORCE_PROXY_CONFIG', 2);
+    throw e;
+  }
+}
+
+function readSecretFile(file: string, route: string): Secret {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new CliError(`route \`${route}\`: cannot read inject.secretFile ${file}: ${(e as NodeJS.ErrnoException).code ?? 'unreadable'}`, 'ERR_CLI_USAGE', 2);
+  }
+  const secret = text.replace(/\r?\n$/, '');
+  if (secret === '' || /[\r\n]/.test(secret)) throw new CliError(`route \`${route}\`: inject.secretFile ${file} must hold one non-empty line`, 'ERR_CLI_USAGE', 2);
+  return new Secret(secret);
+}
+
+function bundlePem(b: TrustBundle | undefined): string[] {
+  return b === undefined ? [] : b.x509Authorities.map((der) => certificatesToPem([der]));
+}
+
 const proxy: Command = {
   name: 'proxy',
-  summary: 'run an identity-aware reverse proxy: every request authenticated by SPIFFE credential and decided by the PDP',
-  usage: 'writ proxy --server URL --token-file F --listen HOST:PORT --upstream http://HOST:PORT [--audience AUD] [--trust-domain TD]',
+  summary: 'run the identity-aware reverse proxy: per-route authentication (mTLS, JWT-SVID, access token + DPoP), a PDP decision per request, credential injection',
+  usage: 'writ proxy --config proxy.json --server URL --token-file F [--audit-log FILE]  |  writ proxy --listen HOST:PORT --upstream URL --server URL --token-file F',
   options: {
     server: { type: 'string' },
     'token-file': { type: 'string' },
+    config: { type: 'string', short: 'c' },
+    'audit-log': { type: 'string' },
     listen: { type: 'string' },
     upstream: { type: 'string' },
     audience: { type: 'string' },
@@ -129,43 +266,184 @@ const proxy: Command = {
     'timeout-ms': { type: 'string' },
   },
   help: {
+    '-c, --config FILE': 'the proxy configuration (JSON): listener, TLS, upstreams and routes; see docs/enforcement.md',
     '--server URL': CLIENT_HELP['--server URL'],
-    '--token-file FILE': 'PEP credential: an admin principal with role `pep` (env WRIT_TOKEN_FILE or WRIT_TOKEN)',
-    '--listen HOST:PORT': 'where the proxy listens (plain HTTP)',
-    '--upstream URL': 'the http:// upstream allowed requests go to',
-    '--audience AUD': 'the audience a caller\'s JWT-SVID must name (default `writ-proxy`)',
-    '--trust-domain TD': 'the trust domain of the server\'s bundle (default writ.local)',
-    '--cache-ttl-ms MS': 'reuse a decision this long for the identical request (default 1000; 0 disables)',
-    '--timeout-ms MS': 'deadline of one PDP call; past it the request is denied (default 2000)',
+    '--token-file FILE': 'PEP credential: an admin principal with role `pep` (env WRIT_TOKEN_FILE or WRIT_TOKEN); used for the PDP and the revocation stream',
+    '--audit-log FILE': 'append the hash-chained allow/deny audit records here (default: stderr)',
+    '--listen HOST:PORT': 'without --config: where the proxy listens (plain HTTP)',
+    '--upstream URL': 'without --config: the http:// upstream of the one catch-all route',
+    '--audience AUD': 'without --config: the audience a caller\'s token must name (default `writ-proxy`)',
+    '--trust-domain TD': 'without --config: the trust domain of the server\'s bundle (default writ.local)',
+    '--cache-ttl-ms MS': 'without --config: reuse a decision this long (default 1000; 0 disables)',
+    '--timeout-ms MS': 'without --config: deadline of one PDP call; past it the request is denied (default 2000)',
   },
   async run(v, _p, io: Io) {
-    if (v.listen === undefined || v.upstream === undefined) throw new CliError('--listen and --upstream are required', 'ERR_CLI_USAGE', 2);
+    const cfg = loadProxyConfig(v);
     const c = client(v, io);
     if (c.token === undefined || c.token === '') throw new CliError('no PEP credential: pass --token-file or set WRIT_TOKEN', 'ERR_CLI_TOKEN_FILE', 2);
     const clock = systemClock;
-    const remote = new RemotePdp({ url: c.server, credential: new Secret(c.token), timeoutMs: positiveNumber(v, 'timeout-ms', 2000) });
-    const pdp = new CachingPdp(remote, { clock, ttlMs: positiveNumber(v, 'cache-ttl-ms', 1000, true) });
-    const bundles = new ServerBundleSource({ url: c.server, trustDomain: (v['trust-domain'] as string | undefined) ?? 'writ.local', clock });
-    const authorizer = new HttpAuthorizer({ pdp, bundles, clock, audience: (v.audience as string | undefined) ?? 'writ-proxy' });
-    let server: Server;
-    try {
-      server = identityProxy({ authorizer, upstream: v.upstream as string, log: (line) => io.err(JSON.stringify({ msg: 'decision', ...line })) });
-    } catch (e) {
-      throw new CliError(`--upstream: ${(e as Error).message}`, 'ERR_CLI_USAGE', 2);
+    const staticSecrets = new Map<string, Secret>();
+    for (const r of cfg.routes) if (r.inject?.source === 'static') staticSecrets.set(r.name, readSecretFile(r.inject.secretFile, r.name));
+    const audit = jsonlAuditSink(v['audit-log'] as string | undefined, io);
+
+    const pdp = new RemotePdp({ url: c.server, credential: new Secret(c.token), timeoutMs: cfg.pdp.timeoutMs });
+    const bundles = new ServerBundleSource({ url: c.server, trustDomain: cfg.trustDomain, clock });
+    const as = new WritAuthorizationServer({ url: c.server });
+    const authenticator = new ProxyAuthenticator({ bundles, clock, audience: cfg.audience, accessTokens: as, maxEntries: cfg.tokenCacheMaxEntries, dpopIatWindowSeconds: cfg.dpopIatWindowSeconds });
+
+    const needsWorkloadApi = cfg.tls?.svid.source === 'workload-api' || cfg.routes.some((r) => r.inject?.source === 'exchange');
+    let wl: WorkloadApiClient | undefined;
+    if (needsWorkloadApi) {
+      try {
+        wl = new WorkloadApiClient({ ...(cfg.workloadApiSocket === undefined ? {} : { socket: cfg.workloadApiSocket }), timeoutMs: 5000 });
+      } catch (e) {
+        throw new CliError(`workloadApiSocket: ${(e as Error).message}`, 'ERR_CLI_USAGE', 2);
+      }
     }
-    const { host, port } = hostPort(v.listen as string, '--listen');
-    await new Promise<void>((ok, fail) => {
-      server.once('error', fail);
-      server.listen(port, host, () => ok());
-    }).catch((e: unknown) => {
-      throw new CliError(`cannot listen on ${v.listen as string}: ${(e as Error).message}`, 'ERR_CLI_LISTEN');
+    const workload = wl;
+    const injector = new CredentialInjector({
+      clock,
+      broker: as,
+      ...(workload === undefined ? {} : { jwtSvid: async (aud: string) => (await workload.fetchJwtSvid([aud])).token }),
+      staticSecrets,
     });
-    const a = server.address();
-    io.err(`writ proxy: listening on ${host}:${typeof a === 'object' && a !== null ? a.port : port}, upstream ${v.upstream as string}, deciding through ${c.server}/access/v1/evaluation`);
+
+    // TLS: the serving SVID (Workload API stream or files) and the bundle's CAs, swapped in on every change.
+    let watcher: X509SvidWatcher | undefined;
+    let serving: { key: string; cert: string } | undefined;
+    let lastBundle: TrustBundle | undefined;
+    const stops: (() => void)[] = [];
+    const tlsCfg = cfg.tls;
+    if (tlsCfg !== undefined) {
+      if (tlsCfg.svid.source === 'workload-api') {
+        if (workload === undefined) throw new CliError('tls.svid.source `workload-api` needs a Workload API socket', 'ERR_CLI_USAGE', 2);
+        try {
+          watcher = await X509SvidWatcher.start(workload);
+        } catch (e) {
+          throw new CliError(`no serving X.509-SVID from the Workload API: ${(e as Error).message}`, 'ERR_CLI_UNREACHABLE');
+        }
+        const of = (s: X509SvidWatcher['current']) => ({ key: s.privateKey.export({ format: 'pem', type: 'pkcs8' }).toString(), cert: certificatesToPem(s.chain) });
+        serving = of(watcher.current);
+        const w = watcher;
+        stops.push(() => w.stop());
+        w.onRotate((s) => {
+          serving = of(s);
+          apply('serving SVID rotated');
+        });
+      } else {
+        const { certFile, keyFile } = tlsCfg.svid;
+        const read = () => ({ key: readFileSync(keyFile, 'utf8'), cert: readFileSync(certFile, 'utf8') });
+        try {
+          serving = read();
+        } catch (e) {
+          throw new CliError(`cannot read the serving SVID (tls.svid.certFile / keyFile): ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, 'ERR_CLI_USAGE', 2);
+        }
+        const onChange = () => {
+          try {
+            serving = read();
+            apply('serving SVID files changed');
+          } catch (e) {
+            io.err(JSON.stringify({ msg: 'tls', error: `serving SVID files unreadable, keeping the previous one: ${(e as Error).message}` }));
+          }
+        };
+        watchFile(certFile, { interval: 1000 }, onChange);
+        watchFile(keyFile, { interval: 1000 }, onChange);
+        stops.push(() => {
+          unwatchFile(certFile);
+          unwatchFile(keyFile);
+        });
+      }
+      lastBundle = await bundles.current().catch(() => undefined);
+    }
+    const material = (): ProxyTlsMaterial | undefined => (serving === undefined ? undefined : { ...serving, ca: bundlePem(lastBundle) });
+
+    let instance: IdentityProxy | undefined;
+    const revocations = new RevocationStreamClient({
+      url: c.server,
+      token: c.token,
+      clock,
+      stalenessMs: cfg.revocationMaxStalenessMs,
+      onEvent: (e) => instance?.onRevocation(e),
+      onError: () => undefined,
+    });
+    const tlsMaterial = material();
+    const p = new IdentityProxy({
+      config: cfg,
+      authenticator,
+      pdp,
+      clock,
+      revocations,
+      injector,
+      audit,
+      ...(tlsMaterial === undefined ? {} : { tls: tlsMaterial }),
+    });
+    instance = p;
+    function apply(why: string): void {
+      const m = material();
+      if (m === undefined || tlsCfg === undefined) return;
+      try {
+        p.updateTls(m);
+        io.err(JSON.stringify({ msg: 'tls', updated: why, trustedCas: m.ca.length }));
+      } catch (e) {
+        io.err(JSON.stringify({ msg: 'tls', error: `could not apply new TLS material, keeping the previous one: ${(e as Error).message}` }));
+      }
+    }
+    // The bundle is refetched at its refresh hint by `current()`; a new bundle object means new CAs for the handshake.
+    if (tlsCfg !== undefined) {
+      const t = setInterval(() => {
+        bundles.current().then((b) => {
+          if (b !== lastBundle) {
+            lastBundle = b;
+            apply('trust bundle changed');
+          }
+        }, () => undefined);
+      }, 2000);
+      t.unref();
+      stops.push(() => clearInterval(t));
+    }
+    revocations.start();
+    stops.push(() => revocations.stop());
+
+    const { host, port } = hostPort(cfg.listen, 'listen');
+    let bound: number;
+    try {
+      bound = await p.listen(port, host);
+    } catch (e) {
+      for (const s of stops) s();
+      throw new CliError(`cannot listen on ${cfg.listen}: ${(e as Error).message}`, 'ERR_CLI_LISTEN');
+    }
+    let metricsServer: Server | undefined;
+    if (cfg.metricsListen !== undefined) {
+      const m = hostPort(cfg.metricsListen, 'metricsListen');
+      const ms = createServer((req, res) => {
+        if (req.url !== '/metrics') {
+          res.writeHead(404).end();
+          return;
+        }
+        p.metrics.metrics().then((text) => {
+          res.writeHead(200, { 'content-type': p.metrics.contentType });
+          res.end(text);
+        }, () => res.writeHead(500).end());
+      });
+      metricsServer = ms;
+      await new Promise<void>((ok, fail) => {
+        ms.once('error', fail);
+        ms.listen(m.port, m.host, () => ok());
+      }).catch((e: unknown) => {
+        throw new CliError(`cannot listen on ${cfg.metricsListen ?? ''}: ${(e as Error).message}`, 'ERR_CLI_LISTEN');
+      });
+      const a = ms.address();
+      io.err(`writ proxy: metrics on ${m.host}:${typeof a === 'object' && a !== null ? a.port : m.port}/metrics`);
+    }
+    io.err(`writ proxy: listening on ${host}:${bound} (${tlsCfg === undefined ? 'http' : 'https'}), ${cfg.routes.length} route(s), deciding through ${c.server}/access/v1/evaluation`);
     await new Promise<void>((done) => {
       const stop = () => {
-        server.close(() => done());
-        server.closeAllConnections();
+        for (const s of stops) s();
+        workload?.close();
+        metricsServer?.close();
+        metricsServer?.closeAllConnections();
+        audit.flush();
+        void p.close().then(() => done());
       };
       process.once('SIGTERM', stop);
       process.once('SIGINT', stop);

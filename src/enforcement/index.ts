@@ -31,8 +31,15 @@ export {
   httpModeRequest,
 } from './ext-authz.ts';
 export type { DecisionLogLine, ExtAuthzOptions, HttpModeOptions } from './ext-authz.ts';
-export { identityProxy } from './proxy.ts';
-export type { ProxyOptions } from './proxy.ts';
+export { IdentityProxy } from './proxy.ts';
+export type { IdentityProxyOptions, ProxyTlsMaterial, RevocationView } from './proxy.ts';
+export { parseProxyConfig, compilePathTemplate, matchPath, AUTH_MODES } from './proxy-config.ts';
+export type { ProxyConfig, RouteConfig, UpstreamConfig, InjectConfig, InjectPlacement, ProxyTlsConfig, ServingSvidSource, AuthMode, PathTemplate } from './proxy-config.ts';
+export { ProxyAuthenticator, WritAuthorizationServer, DPOP_CHALLENGE_ALGS } from './proxy-auth.ts';
+export type { ProxyCaller, AuthFailure, AccessTokenIssuer, ProxyAuthenticatorOptions, PresentedCredentials, WritAuthorizationServerOptions } from './proxy-auth.ts';
+export { CredentialInjector, headerValue } from './proxy-inject.ts';
+export { WorkloadApiClient, X509SvidWatcher } from './sdk/index.ts';
+export type { CredentialInjectorOptions, JwtSvidProvider, TokenBroker } from './proxy-inject.ts';
 export {
   AccessTokenVerifier,
   GATEWAY_DPOP_ALGS,

@@ -2,6 +2,9 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { WRIT } from './support.ts';
 
 function writ(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
@@ -37,12 +40,33 @@ describe('enforcement CLI usage', () => {
     assert.match(none.stderr, /no PEP credential/);
   });
 
-  it('writ proxy needs --listen and --upstream, and an http upstream', async () => {
+  it('writ proxy needs --config or --listen and --upstream, and an http upstream', async () => {
     const r = await writ(['proxy', '--server', 'http://127.0.0.1:1'], { WRIT_TOKEN: 'x' });
     assert.equal(r.code, 2);
-    assert.match(r.stderr, /--listen and --upstream are required/);
+    assert.equal(r.stderr.trim(), 'writ proxy: give --config FILE, or --listen and --upstream (ERR_CLI_USAGE)');
     const https = await writ(['proxy', '--listen', '127.0.0.1:0', '--upstream', 'https://x'], { WRIT_TOKEN: 'x' });
     assert.equal(https.code, 2);
-    assert.match(https.stderr, /the upstream must be an http:\/\/ URL/);
+    assert.match(https.stderr, /proxy config `upstreams.default.url`: must be `http:\/\/host:port` without path, query or credentials/);
+  });
+
+  it('writ proxy --config names the bad field and exits 2', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'writ-proxy-cli-'));
+    try {
+      const file = join(dir, 'proxy.json');
+      writeFileSync(file, JSON.stringify({ listen: '127.0.0.1:0', upstreams: { a: { url: 'http://127.0.0.1:1' } }, routes: [{ name: 'r', path: '/x', upstream: 'a', auth: ['mtls'] }] }));
+      const r = await writ(['proxy', '--config', file], { WRIT_TOKEN: 'x' });
+      assert.equal(r.code, 2);
+      assert.equal(r.stderr.trim().split('\n').length, 1);
+      assert.match(r.stderr, /proxy config `routes\[0\]\.auth`: `mtls` needs the top-level `tls` section/);
+      writeFileSync(file, '{"listen":');
+      const bad = await writ(['proxy', '--config', file], { WRIT_TOKEN: 'x' });
+      assert.equal(bad.code, 2);
+      assert.match(bad.stderr, /is not JSON/);
+      const help = await writ(['proxy', '--help']);
+      assert.equal(help.code, 0);
+      for (const o of ['--config FILE', '--audit-log FILE', '--listen HOST:PORT']) assert.ok(help.stdout.includes(o), o);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

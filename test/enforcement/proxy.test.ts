@@ -84,7 +84,9 @@ describe('writ proxy', () => {
     assert.equal(JSON.parse(denied.text).code, 'ERR_ENFORCE_DENIED');
     const none = await call(port, '/hello');
     assert.equal(none.status, 401);
-    assert.equal(none.headers['www-authenticate'], 'Bearer realm="writ"');
+    // The catch-all route of the flag form accepts JWT-SVIDs and access tokens: both challenges (RFC 6750 §3, RFC 9449 §7.1).
+    assert.equal(none.headers['www-authenticate'], 'Bearer realm="writ", DPoP realm="writ", algs="ES256 ES384 PS256 RS256 EdDSA"');
+    assert.equal(JSON.parse(none.text).code, 'ERR_ENFORCE_UNAUTHENTICATED');
     const post = await call(port, '/hello', { authorization: `Bearer ${await w.jwt(ALLOWED)}`, 'content-type': 'text/plain' }, 'POST', 'body');
     assert.equal(post.status, 403);
     assert.equal(seen.length, before);

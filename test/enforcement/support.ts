@@ -35,9 +35,9 @@ export interface Writ {
   stop(): Promise<void>;
 }
 
-/** Start `writ up` with the enforcement test policy and a PEP credential in a 0600 file. */
-export async function startWrit(): Promise<Writ> {
-  const s = await startTestServer({ flags: { 'policy.dir': POLICIES } });
+/** Start `writ up` with the enforcement test policy (or `policies`) and a PEP credential in a 0600 file. */
+export async function startWrit(o: { policies?: string; flags?: Record<string, string | number | boolean> } = {}): Promise<Writ> {
+  const s = await startTestServer({ flags: { 'policy.dir': o.policies ?? POLICIES, ...o.flags } });
   const r = await s.call('POST', '/admin/v1/principals', { body: { name: 'ext-authz', role: 'pep' } });
   if (r.status !== 201) throw new Error(`pep principal: ${r.text}`);
   const pep = r.json.token as string;
