@@ -276,6 +276,13 @@ test('protocol hygiene: no batches, Mcp-* headers must match the body, unknown m
   const origin = await post(call, { origin: 'https://evil.example.com' });
   assert.equal(origin.status, 403);
   assert.equal(origin.json.error?.message, 'origin `https://evil.example.com` is not allowed');
+  // resources/read and prompts/get are decided too: this policy allows neither.
+  const read = await post({ jsonrpc: '2.0', id: 10, method: 'resources/read', params: { uri: 'file:///etc/passwd' } });
+  assert.equal(read.json.error?.code, MCP_DENIED);
+  assert.equal(read.json.error?.data?.code, 'ERR_ENFORCE_DENIED');
+  const prompt = await post({ jsonrpc: '2.0', id: 11, method: 'prompts/get', params: { name: 'exfiltrate', arguments: {} } });
+  assert.equal(prompt.json.error?.code, MCP_DENIED);
+  assert.ok(main.records.some((r) => r.target?.type === 'resource' && r.target.id === 'file:///etc/passwd' && r.outcome === 'denied'));
   const noName = await post({ jsonrpc: '2.0', id: 9, method: 'tools/call', params: { arguments: {} } });
   assert.equal(noName.json.error?.code, -32600);
   assert.equal(noName.json.error?.data?.code, 'ERR_ENFORCE_MCP_INVALID');
