@@ -233,7 +233,8 @@ export class McpGateway {
    * Close every session of `subject` (an agent, or a principal or actor of its
    * chain) — the hook for a revocation: later requests on those sessions get
    * 404, and the access tokens they were opened with are refused until they
-   * expire. Upstream sessions are ended with a DELETE (best effort).
+   * expire. The upstream sessions are no longer routed to and are left to
+   * time out there; their exchanged tokens are dropped.
    */
   async closeSessionsFor(subject: string): Promise<number> {
     this.#prune();
