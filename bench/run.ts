@@ -13,9 +13,10 @@ import { runRevocationBench } from './revocation.bench.ts';
 import { runProxyBench } from './proxy.bench.ts';
 import { runOAuthBench } from './oauth.bench.ts';
 import { runCredentialsBench } from './credentials.bench.ts';
+import { runMcpGatewayBench } from './mcp-gateway.bench.ts';
 
 const PG_URL = process.env.WRIT_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
-const only = new Set((process.env.WRIT_BENCH_ONLY ?? 'audit,policy,identity,revocation,proxy,oauth,credentials').split(','));
+const only = new Set((process.env.WRIT_BENCH_ONLY ?? 'audit,policy,identity,revocation,proxy,oauth,credentials,mcp').split(','));
 
 const results: BenchResult[] = [];
 const havePg = await postgresAnswers(PG_URL);
@@ -58,6 +59,11 @@ if (only.has('oauth')) {
 if (only.has('credentials') && havePg) {
   process.stderr.write('bench: dynamic PostgreSQL credentials and revoke-by-task…\n');
   results.push(await runCredentialsBench());
+}
+
+if (only.has('mcp')) {
+  process.stderr.write('bench: MCP gateway added latency per tools/call…\n');
+  results.push(await runMcpGatewayBench());
 }
 
 const meta = {

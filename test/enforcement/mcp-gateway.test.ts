@@ -254,6 +254,41 @@ test('fail closed: with the PDP unreachable every call is refused and no tool is
   }
 });
 
+test('protocol hygiene: no batches, Mcp-* headers must match the body, unknown methods and foreign origins are refused', async () => {
+  const { client, provider } = await connect(main.url);
+  await client.listTools();
+  const token = provider.tokens()?.access_token ?? '';
+  const post = async (body: unknown, extra: Record<string, string> = {}) => {
+    const r = await fetch(main.url, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', authorization: `Bearer ${token}`, ...extra }, body: JSON.stringify(body) });
+    return { status: r.status, json: (await r.json()) as { error?: { code: number; message: string; data?: { code?: string } } } };
+  };
+  const call = { jsonrpc: '2.0', id: 7, method: 'tools/call', params: { name: 'search', arguments: { query: 'x' } } };
+  const batch = await post([call, call]);
+  assert.equal(batch.status, 400);
+  assert.deepEqual(batch.json.error, { code: -32600, message: 'JSON-RPC batches are not supported' });
+  const mismatch = await post(call, { 'mcp-method': 'tools/call', 'mcp-name': 'delete_repo' });
+  assert.equal(mismatch.status, 400);
+  assert.deepEqual(mismatch.json.error, { code: -32020, message: '`Mcp-Name` does not match the body' });
+  const unknown = await post({ jsonrpc: '2.0', id: 8, method: 'tasks/cancel', params: {} });
+  assert.equal(unknown.status, 200);
+  assert.equal(unknown.json.error?.code, MCP_DENIED);
+  assert.equal(unknown.json.error?.data?.code, 'ERR_ENFORCE_METHOD_NOT_ALLOWED');
+  const origin = await post(call, { origin: 'https://evil.example.com' });
+  assert.equal(origin.status, 403);
+  assert.equal(origin.json.error?.message, 'origin `https://evil.example.com` is not allowed');
+  // resources/read and prompts/get are decided too: this policy allows neither.
+  const read = await post({ jsonrpc: '2.0', id: 10, method: 'resources/read', params: { uri: 'file:///etc/passwd' } });
+  assert.equal(read.json.error?.code, MCP_DENIED);
+  assert.equal(read.json.error?.data?.code, 'ERR_ENFORCE_DENIED');
+  const prompt = await post({ jsonrpc: '2.0', id: 11, method: 'prompts/get', params: { name: 'exfiltrate', arguments: {} } });
+  assert.equal(prompt.json.error?.code, MCP_DENIED);
+  assert.ok(main.records.some((r) => r.target?.type === 'resource' && r.target.id === 'file:///etc/passwd' && r.outcome === 'denied'));
+  const noName = await post({ jsonrpc: '2.0', id: 9, method: 'tools/call', params: { arguments: {} } });
+  assert.equal(noName.json.error?.code, -32600);
+  assert.equal(noName.json.error?.data?.code, 'ERR_ENFORCE_MCP_INVALID');
+});
+
+// Last: the revocation marks AGENT revoked on this Writ server.
 test('a subject revoked on Writ\'s revocation stream loses its sessions and its token', async () => {
   let gw: RunningGateway | undefined;
   const stream = new RevocationStreamClient({ url: ts.url, token: pep, clock: systemClock, stalenessMs: 60_000, onEvent: (e) => void gw?.gateway.onRevocation(e) });

@@ -52,12 +52,14 @@ export const MCP_PARSE_ERROR = -32700;
 export const MCP_HEADER_MISMATCH = -32020;
 
 /** The MCP protocol versions the gateway forwards (`MCP-Protocol-Version`). */
-export const MCP_PROTOCOL_VERSIONS: readonly string[] = ['2025-11-25', '2025-06-18', '2025-03-26'];
+export const MCP_PROTOCOL_VERSIONS: readonly string[] = ['2026-07-28', '2025-11-25', '2025-06-18', '2025-03-26'];
 
 /** Methods forwarded without a decision of their own (the token was checked). */
 const PASS_THROUGH = new Set([
   'initialize', 'ping', 'tools/list', 'resources/list', 'resources/templates/list', 'prompts/list',
   'completion/complete', 'logging/setLevel', 'resources/subscribe', 'resources/unsubscribe',
+  // MCP 2026-07-28 (stateless): capability discovery instead of `initialize`.
+  'server/discover',
 ]);
 
 /** Request headers copied to the upstream; everything else (credentials first) stays here. */
@@ -113,6 +115,13 @@ export interface McpGatewayOptions {
    * stream refuses everyone (fail closed).
    */
   readonly revocations?: { check(q: RevocationQuery): RevocationStatus };
+  /**
+   * Browser origins allowed to call (MCP Streamable HTTP: servers MUST
+   * validate `Origin` against DNS rebinding). A request with any other
+   * `Origin` is 403; requests without one (non-browser agents) pass. Default:
+   * the origin of `resource`.
+   */
+  readonly allowedOrigins?: readonly string[];
 }
 
 interface Session {
@@ -224,7 +233,8 @@ export class McpGateway {
    * Close every session of `subject` (an agent, or a principal or actor of its
    * chain) — the hook for a revocation: later requests on those sessions get
    * 404, and the access tokens they were opened with are refused until they
-   * expire. Upstream sessions are ended with a DELETE (best effort).
+   * expire. The upstream sessions are no longer routed to and are left to
+   * time out there; their exchanged tokens are dropped.
    */
   async closeSessionsFor(subject: string): Promise<number> {
     this.#prune();
@@ -315,6 +325,11 @@ export class McpGateway {
     if (path !== this.#mcpPath) {
       req.resume();
       return sendJson(res, 404, { error: 'not found' });
+    }
+    const origin = req.headers.origin;
+    if (typeof origin === 'string' && !(this.#o.allowedOrigins ?? [this.#resource.origin]).includes(origin)) {
+      req.resume();
+      return sendJson(res, 403, rpcError(null, MCP_INVALID_REQUEST, `origin \`${origin.slice(0, 128)}\` is not allowed`));
     }
     if (method !== 'POST' && method !== 'GET' && method !== 'DELETE') {
       req.resume();
@@ -556,15 +571,23 @@ export class McpGateway {
     headers.authorization = `Bearer ${upstreamToken}`;
     headers.traceparent = `00-${correlationId}-${'0'.repeat(15)}1-01`;
     let up: Response;
+    // The deadline covers the response head only: an SSE answer or a GET stream may then run as long as it needs.
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(), this.#o.upstreamTimeoutMs ?? 30_000);
+    res.on('close', () => {
+      if (!res.writableFinished) abort.abort();
+    });
     try {
       up = await this.#fetch(this.#o.upstream, {
         method: req.method ?? 'POST',
         headers,
         ...(body === undefined ? {} : { body }),
-        signal: AbortSignal.timeout(this.#o.upstreamTimeoutMs ?? 30_000),
+        signal: abort.signal,
       });
     } catch {
       return sendJson(res, 502, rpcError(inspect?.id ?? null, MCP_INTERNAL, 'upstream MCP server unavailable', { code: 'ERR_ENFORCE_UPSTREAM' }));
+    } finally {
+      clearTimeout(timer);
     }
     const back: Record<string, string> = {};
     for (const h of FORWARD_RESPONSE) {
