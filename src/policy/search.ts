@@ -183,7 +183,13 @@ export async function knownEntities(set: CompiledPolicySet | undefined, loaders:
   return [...ids].sort().map((id) => ({ type, id }));
 }
 
-/** Action ids of `info` that apply to this principal type and resource type, sorted. */
+/**
+ * Action ids of `info` that apply to this principal type and resource type
+ * (either may be left open), sorted.
+ *
+ * @example
+ * applicableActions(info, 'Writ::Agent', 'Writ::Tool'); // ['tools/call']
+ */
 export function applicableActions(info: SchemaInfo, principalType: string | undefined, resourceType: string | undefined): string[] {
   const out: string[] = [];
   for (const a of info.actionAppliesTo.values()) {
