@@ -129,9 +129,11 @@ export interface RegistryEntityLoader extends EntityLoader {
  * selectors), `owner`, and `node` plus `attestationMethod` when it is
  * registered on an attested node; each live node is a `Writ::Node`.
  *
- * The directory is read as a whole snapshot, at most every `refreshMs` or
- * after `refresh()`. `version()` names the snapshot, so a cached decision
- * never outlives the data it was made with. A directory that fails keeps the
+ * The directory is read as a whole snapshot: at once after `refresh()` or on
+ * a miss, and in the background once the snapshot is `refreshMs` old (the
+ * decision that notices uses the old snapshot, and caches nothing on it).
+ * `version()` names the snapshot, so a cached decision never outlives the
+ * data it was made with. A directory that fails keeps the
  * last snapshot until it answers again (no snapshot yet: the load rejects,
  * and the decision is a deny).
  *
@@ -166,7 +168,10 @@ export function registryEntityLoader(directory: IdentityDirectory, o: RegistryLo
     return inflight;
   };
   const current = async (): Promise<Map<string, EntityJson>> => {
-    if (snapshot === undefined || stale || o.clock.nowMs() - snapshot.at >= refreshMs) return read();
+    if (snapshot === undefined || stale) return read();
+    // Only old: answer from the snapshot and re-read beside the decision, so
+    // the periodic refresh never sits on a decision's latency budget.
+    if (o.clock.nowMs() - snapshot.at >= refreshMs) void read().catch(() => undefined);
     return snapshot.entities;
   };
 

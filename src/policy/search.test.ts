@@ -22,8 +22,8 @@ const loaded = await engine.load({
 assert.equal(loaded.ok, true);
 // More users from a store: carol (listed twice with alice to check de-duplication).
 const loader = memoryEntityLoader([
-  { uid: { type: 'User', id: 'carol' }, attrs: {}, parents: [] },
-  { uid: { type: 'User', id: 'alice' }, attrs: {}, parents: [] },
+  { uid: { type: 'User', id: 'carol' }, attrs: {}, parents: [{ type: 'Directory', id: 'fixture' }] },
+  { uid: { type: 'User', id: 'alice' }, attrs: {}, parents: [{ type: 'Directory', id: 'fixture' }] },
 ]);
 const pdp = new Decider({ engine, audit: recordingAuditSink(clock, false), clock, timeoutMs: Infinity, entityLoader: loader });
 const deps = { decide: (r: Parameters<Decider['decide']>[0]) => pdp.decide(r), set: engine.active, loaders: [loader] };
