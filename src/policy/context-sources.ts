@@ -109,9 +109,9 @@ export interface RegistryLoaderOptions {
   readonly refreshMs?: number;
   /**
    * When a registered type (`Workload`, `Agent`, `Node`, `Owner`) is asked
-   * for and not in the snapshot, re-read if the snapshot is at least this old
-   * (default 250 ms), so a new registration is seen at once without letting
-   * unknown ids hammer the store.
+   * for and not in the snapshot, re-read in the background if the snapshot is
+   * at least this old (default 250 ms): a new registration is seen within
+   * moments, unknown ids cannot hammer the store, and no decision waits.
    */
   readonly missRefreshMs?: number;
 }
@@ -129,9 +129,11 @@ export interface RegistryEntityLoader extends EntityLoader {
  * selectors), `owner`, and `node` plus `attestationMethod` when it is
  * registered on an attested node; each live node is a `Writ::Node`.
  *
- * The directory is read as a whole snapshot, at most every `refreshMs` or
- * after `refresh()`. `version()` names the snapshot, so a cached decision
- * never outlives the data it was made with. A directory that fails keeps the
+ * The directory is read as a whole snapshot: at once after `refresh()`, and
+ * in the background on a miss or once the snapshot is `refreshMs` old (the
+ * decision that notices uses the old snapshot, and caches nothing on it).
+ * `version()` names the snapshot, so a cached decision never outlives the
+ * data it was made with. A directory that fails keeps the
  * last snapshot until it answers again (no snapshot yet: the load rejects,
  * and the decision is a deny).
  *
@@ -166,7 +168,10 @@ export function registryEntityLoader(directory: IdentityDirectory, o: RegistryLo
     return inflight;
   };
   const current = async (): Promise<Map<string, EntityJson>> => {
-    if (snapshot === undefined || stale || o.clock.nowMs() - snapshot.at >= refreshMs) return read();
+    if (snapshot === undefined || stale) return read();
+    // Only old: answer from the snapshot and re-read beside the decision, so
+    // the periodic refresh never sits on a decision's latency budget.
+    if (o.clock.nowMs() - snapshot.at >= refreshMs) void read().catch(() => undefined);
     return snapshot.entities;
   };
 
@@ -181,10 +186,11 @@ export function registryEntityLoader(directory: IdentityDirectory, o: RegistryLo
       return u.type === type ? [{ type: u.type, id: u.id }] : [];
     }),
     load: async (uids) => {
-      let all = await current();
-      // A registration made since the snapshot: re-read, at most once per `missRefreshMs`.
+      const all = await current();
+      // Maybe a registration made since the snapshot: re-read in the background,
+      // at most once per `missRefreshMs`; this decision denies (not found).
       const miss = uids.some((u) => REGISTRY_TYPES.has(u.type) && !all.has(`${u.type}::${JSON.stringify(u.id)}`));
-      if (miss && snapshot !== undefined && o.clock.nowMs() - snapshot.at >= missRefreshMs) all = await read();
+      if (miss && snapshot !== undefined && inflight === undefined && o.clock.nowMs() - snapshot.at >= missRefreshMs) void read().catch(() => undefined);
       return { entities: uids.flatMap((u) => all.get(`${u.type}::${JSON.stringify(u.id)}`) ?? []) };
     },
   };

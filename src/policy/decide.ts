@@ -258,9 +258,13 @@ export class Decider {
   }
 
   /**
-   * Let `fn` see every enforced decision (not explains, searches or analyses)
-   * once it is final, on a later microtask; `undefined` stops it. What `fn`
-   * does or throws cannot change the decision (shadow mode uses this).
+   * Let `fn` see every enforced decision (not explains, searches or analyses,
+   * nor a deny only because the audit log refused it) once it is final, on a
+   * later microtask; `undefined` stops it. What `fn` does or throws cannot
+   * change the decision (shadow mode uses this).
+   *
+   * @example
+   * pdp.observe((request, decision) => shadow.compare(request, decision));
    */
   observe(fn: DecisionObserver | undefined): void {
     this.#observer = fn;
@@ -331,7 +335,8 @@ export class Decider {
       });
     } catch (e) {
       // An unrecorded allow is not an allow (ARCHITECTURE.md invariant 3).
-      return this.#notify(request, { ...decision, decision: 'deny', reasons: ['audit-unavailable', ...decision.reasons], diagnostics: [...decision.diagnostics, e instanceof Error ? e.message : 'audit failed'] });
+      // Not handed to the observer: this deny says nothing about the policies.
+      return { ...decision, decision: 'deny', reasons: ['audit-unavailable', ...decision.reasons], diagnostics: [...decision.diagnostics, e instanceof Error ? e.message : 'audit failed'] };
     }
     return this.#notify(request, decision);
   }

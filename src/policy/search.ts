@@ -183,7 +183,13 @@ export async function knownEntities(set: CompiledPolicySet | undefined, loaders:
   return [...ids].sort().map((id) => ({ type, id }));
 }
 
-/** Action ids of `info` that apply to this principal type and resource type, sorted. */
+/**
+ * Action ids of `info` that apply to this principal type and resource type
+ * (either may be left open), sorted.
+ *
+ * @example
+ * applicableActions(info, 'Writ::Agent', 'Writ::Tool'); // ['tools/call']
+ */
 export function applicableActions(info: SchemaInfo, principalType: string | undefined, resourceType: string | undefined): string[] {
   const out: string[] = [];
   for (const a of info.actionAppliesTo.values()) {
@@ -215,13 +221,14 @@ export async function search(kind: SearchKind, deps: SearchDeps, body: unknown, 
   const typeOf = (t: string) => resolveEntityType(info, t);
 
   // The candidate list, in a stable order (the token is an offset into it).
-  let candidates: string[];
-  if (kind === 'action') {
-    candidates = applicableActions(info, typeOf(p.subject.type), typeOf(p.resource.type));
-  } else {
-    const searched = kind === 'subject' ? p.subject.type : p.resource.type;
-    const t = typeOf(searched);
-    candidates = t === undefined ? [] : (await knownEntities(set, deps.loaders ?? [], t)).map((r) => r.id);
+  // A type the schema does not declare can match nothing: no candidates (every decision would deny).
+  const subjectType = typeOf(p.subject.type);
+  const resourceType = typeOf(p.resource.type);
+  let candidates: string[] = [];
+  if (subjectType !== undefined && resourceType !== undefined) {
+    candidates = kind === 'action'
+      ? applicableActions(info, subjectType, resourceType)
+      : (await knownEntities(set, deps.loaders ?? [], kind === 'subject' ? subjectType : resourceType)).map((r) => r.id);
   }
 
   const results: SearchResponse['results'][number][] = [];

@@ -122,6 +122,17 @@ test('an observer that throws cannot change the decision; explains are not compa
   assert.equal(shadow.stats.compared, 1);
 });
 
+test('a live deny only because the audit log failed is not compared', async () => {
+  const { pdp, shadow, liveAudit } = await setup(FREEZE);
+  liveAudit.failWith = new Error('audit down');
+  const d = await pdp.decide(req('alice', 'write', 'record-1'));
+  assert.deepEqual([d.decision, d.reasons[0]], ['deny', 'audit-unavailable']);
+  liveAudit.failWith = undefined;
+  await pdp.decide(req('alice', 'read', 'record-1'));
+  await compared(shadow, 1);
+  assert.deepEqual(shadow.stats, { compared: 1, disagreements: 0, errors: 0 });
+});
+
 test('a permissive candidate does not grant what the live set denies', async () => {
   const { pdp, shadow } = await setup('permit (principal, action, resource);');
   const d = await pdp.decide(req('bob', 'write', 'record-1'));

@@ -248,12 +248,14 @@ export async function startPolicyService(o: {
     return shadowStatus();
   };
 
+  // Logged once the app's logger is set (it does not exist yet at start).
+  let startWarning: { err: unknown } | undefined;
   if (config['policy.shadowDir'] !== '') {
     try {
       await setShadow(config['policy.shadowDir']);
     } catch (err) {
       // A bad candidate never keeps the server (or the live set) from serving.
-      log.warn({ err }, 'shadow policy candidate rejected; running without shadow');
+      startWarning = { err };
     }
   }
 
@@ -300,6 +302,8 @@ export async function startPolicyService(o: {
     },
     setLogger: (l) => {
       log = l;
+      if (startWarning !== undefined) log.warn(startWarning, 'shadow policy candidate (`policy.shadowDir`) rejected; running without shadow');
+      startWarning = undefined;
     },
     close: () => {
       if (timer !== undefined) clearTimeout(timer);

@@ -182,3 +182,67 @@ describe('AuthZEN search over HTTP (todo scenario)', () => {
     assert.deepEqual(await res.json(), { page: { next_token: '', count: 1 }, results: [{ name: 'can_read_todos' }] });
   });
 });
+
+// The AuthZEN 1.0 certification scenario's search section (openid/authzen
+// `certification/authorization-api-1_0-scenario.md`, §4), against the fixture
+// in examples/authzen-certification.
+describe('AuthZEN search: certification scenario', () => {
+  let s: TestServer;
+  let pep: string;
+  const post = (path: string, body: unknown) => s.call('POST', path, { token: pep, body });
+  const ids = (r: { json: { results: { id?: string; name?: string }[] } }) => r.json.results.map((x) => x.id ?? x.name);
+
+  before(async () => {
+    s = await startTestServer({ flags: { 'policy.dir': here('../../examples/authzen-certification') } });
+    pep = (await s.call('POST', '/admin/v1/principals', { body: { name: 'cert-search-pep', role: 'pep' } })).json.token as string;
+  });
+  after(async () => {
+    await s.stop();
+  });
+
+  it('subject, resource and action search (core and properties) find the fixture entities', async () => {
+    const record1 = { type: 'record', id: 'record-1' };
+    const archived = { type: 'record', id: 'record-2', properties: { status: 'archived' } };
+    const cases: { path: string; body: unknown; want: string[] }[] = [
+      { path: 'subject', body: { subject: { type: 'user' }, action: { name: 'read' }, resource: record1 }, want: ['alice', 'bob'] },
+      { path: 'subject', body: { subject: { type: 'user' }, action: { name: 'read' }, resource: record1, context: { time: '2025-06-27T18:03-07:00' } }, want: ['alice', 'bob'] },
+      { path: 'subject', body: { subject: { type: 'user' }, action: { name: 'write' }, resource: archived }, want: ['bob'] },
+      { path: 'resource', body: { subject: { type: 'user', id: 'alice' }, action: { name: 'read' }, resource: { type: 'record' } }, want: ['record-1', 'record-2'] },
+      { path: 'resource', body: { subject: { type: 'user', id: 'bob', properties: { role: 'admin' } }, action: { name: 'write' }, resource: { type: 'record' } }, want: ['record-2'] },
+      { path: 'action', body: { subject: { type: 'user', id: 'alice' }, resource: record1 }, want: ['read', 'write'] },
+      { path: 'action', body: { subject: { type: 'user', id: 'alice' }, resource: record1, context: { ip: '192.168.1.1' } }, want: ['read', 'write'] },
+      { path: 'action', body: { subject: { type: 'user', id: 'bob', properties: { role: 'admin' } }, resource: archived }, want: ['read', 'write'] },
+      // Empty results, not errors: an unknown subject, an unknown type.
+      { path: 'action', body: { subject: { type: 'user', id: 'nonexistent-user' }, resource: record1 }, want: [] },
+      { path: 'subject', body: { subject: { type: 'spaceship' }, action: { name: 'read' }, resource: record1 }, want: [] },
+    ];
+    for (const c of cases) {
+      const r = await post(`/access/v1/search/${c.path}`, c.body);
+      assert.equal(r.status, 200, r.text);
+      assert.match(r.headers.get('content-type') ?? '', /^application\/json/);
+      assert.deepEqual(ids(r), c.want, JSON.stringify(c.body));
+      assert.equal(r.json.page.next_token, '');
+    }
+  });
+
+  it('paging: limit 1 then the token, next_token a string and empty at the end', async () => {
+    const body = { subject: { type: 'user' }, action: { name: 'read' }, resource: { type: 'record', id: 'record-1' } };
+    const first = await post('/access/v1/search/subject', { ...body, page: { limit: 1 } });
+    assert.deepEqual(ids(first), ['alice']);
+    assert.notEqual(first.json.page.next_token, '');
+    const second = await post('/access/v1/search/subject', { ...body, page: { token: first.json.page.next_token } });
+    assert.deepEqual(ids(second), ['bob']);
+    assert.equal(second.json.page.next_token, '');
+  });
+
+  it('400 for missing members and sub-members', async () => {
+    const bad: unknown[][] = [
+      ['subject', { subject: { type: 'user' }, resource: { type: 'record', id: 'record-1' } }],
+      ['resource', { action: { name: 'read' }, resource: { type: 'record' } }],
+      ['action', { subject: { type: 'user', id: 'alice' } }],
+      ['subject', { subject: { type: 'user' }, action: { name: 'read' }, resource: { type: 'record' } }],
+      ['resource', { subject: { type: 'user' }, action: { name: 'read' }, resource: { type: 'record' } }],
+    ];
+    for (const [path, body] of bad) assert.equal((await post(`/access/v1/search/${String(path)}`, body)).status, 400, JSON.stringify(body));
+  });
+});

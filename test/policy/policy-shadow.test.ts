@@ -151,6 +151,7 @@ describe('shadow mode from configuration', () => {
       const b = await startTestServer({ flags: { 'policy.dir': CERT, 'policy.shadowDir': broken } });
       try {
         assert.equal((await b.call('GET', '/admin/v1/policy/shadow')).json.active, false);
+        assert.match(b.logs(), /shadow policy candidate \(`policy.shadowDir`\) rejected; running without shadow/);
         assert.equal((await b.call('GET', '/readyz', { token: null })).status, 200);
       } finally {
         await b.stop();
