@@ -29,7 +29,10 @@ export async function startTestServer(opts: { postgres?: boolean; flags?: Record
   logStream.on('data', (c: Buffer) => logChunks.push(c.toString('utf8')));
   const server = await startServer({
     env: {},
-    flags: { listen: '127.0.0.1:0', dataDir, logLevel: 'info', ...(opts.postgres === true ? { store: PG_URL } : {}), ...opts.flags },
+    // A loaded test machine can stall the event loop past the 200 ms production decision budget,
+    // which would turn an expected allow into a `decision-timeout` deny. Tests give decisions a
+    // generous budget; the budget itself is tested in src/policy/decide.test.ts.
+    flags: { listen: '127.0.0.1:0', dataDir, logLevel: 'info', 'policy.timeoutMs': 10_000, ...(opts.postgres === true ? { store: PG_URL } : {}), ...opts.flags },
     logStream,
     ...(pgSchema === undefined ? {} : { pgSchema }),
   });
