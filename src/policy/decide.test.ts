@@ -221,6 +221,16 @@ test('the healthy twin of the fail-closed rows allows (the table is not vacuous)
   assert.equal(d.decision, 'allow');
 });
 
+test('context members the schema does not declare are dropped at every depth, not a context-invalid deny', async () => {
+  const { pdp } = await pdpWith();
+  const d = await pdp.decide({
+    ...GET(),
+    context: { http: { method: 'GET', path: '/v1/pay', trace: 'x' }, mcp: { server: 's', tool: '', arguments: { path: '/etc' } }, unknownTop: 1 } as never,
+  });
+  assert.equal(d.decision, 'allow', JSON.stringify(d.reasons));
+  assert.deepEqual(d.reasons, ['team-member']);
+});
+
 test('a context source wins over the caller: the enforcement point cannot supply posture', async () => {
   const { pdp } = await pdpWith({ sources: [postureSource(new Map([['w1', 10]]))] });
   const d = await pdp.decide({ ...GET(), context: { posture: { score: 99, compliant: true, observedAt: 0 } } });

@@ -20,11 +20,23 @@ test("Writ's schema parses and declares every entity type and action group", () 
   assert.equal(r.ok, true);
   if (!r.ok) return;
   const types = [...r.set.schemaInfo.entityTypes.keys()].sort();
-  assert.deepEqual(types, ['Agent', 'Environment', 'Node', 'Owner', 'Resource', 'Role', 'Service', 'Task', 'Team', 'Tool', 'Workload'].map((t) => `Writ::${t}`));
+  assert.deepEqual(types, ['Agent', 'Environment', 'Node', 'Owner', 'Prompt', 'Resource', 'Role', 'Service', 'Task', 'Team', 'Tool', 'Workload'].map((t) => `Writ::${t}`));
   const http = r.set.schemaInfo.actionDescendants.get('Writ::Action::"http"');
   assert.ok(http?.has('Writ::Action::"http:DELETE"'));
   assert.ok(r.set.schemaInfo.actionDescendants.get('Writ::Action::"admin"')?.has('Writ::Action::"admin:policy.write"'));
-  for (const a of ['tools/call', 'token/exchange', 'credential/issue']) assert.ok(r.set.schemaInfo.actionContexts.has(`Writ::Action::"${a}"`), a);
+  for (const a of ['tools/call', 'resources/read', 'prompts/get', 'token/exchange', 'credential/issue']) assert.ok(r.set.schemaInfo.actionContexts.has(`Writ::Action::"${a}"`), a);
+});
+
+test('an action context named as a common type is indexed member by member, so undeclared members can be dropped', () => {
+  const r = compilePolicySet(src([]));
+  assert.equal(r.ok, true);
+  if (!r.ok) return;
+  const ctx = r.set.schemaInfo.actionContexts.get('Writ::Action::"tools/call"');
+  assert.ok(ctx instanceof Map, 'RequestContext resolves to its declared members, not an open record');
+  assert.deepEqual([...ctx.keys()].sort(), ['authn', 'delegation', 'http', 'mcp', 'nodePosture', 'posture', 'risk', 'task', 'time']);
+  const mcp = ctx.get('mcp');
+  assert.ok(mcp instanceof Map);
+  assert.deepEqual([...mcp.keys()].sort(), ['prompt', 'server', 'task', 'tool', 'uri']);
 });
 
 test('a parse error names file, line and column', () => {

@@ -48,6 +48,9 @@ function qualify(ns: string, name: string): string {
   return `${ns}::${name}`;
 }
 
+/** The type names Cedar's JSON schema format reserves; any other `type` names a common type. */
+const BUILTIN_TYPES: ReadonlySet<string> = new Set(['Record', 'Set', 'Long', 'String', 'Boolean', 'Bool', 'Entity', 'Extension', 'EntityOrCommon']);
+
 function recordAttributes(
   t: CedarType<string> | undefined,
   ns: string,
@@ -63,6 +66,12 @@ function recordAttributes(
   }
   if (t.type === 'EntityOrCommon' && 'name' in t) {
     const ref = common.get(qualify(ns, t.name)) ?? common.get(t.name);
+    return recordAttributes(ref, ns, common, depth + 1);
+  }
+  // A common type named directly (`{"type": "RequestContext"}`), as `schemaToJson` writes an
+  // action's `context: RequestContext`. Built-in type names never collide with common ones.
+  if (!BUILTIN_TYPES.has(t.type)) {
+    const ref = common.get(qualify(ns, t.type)) ?? common.get(t.type);
     return recordAttributes(ref, ns, common, depth + 1);
   }
   return null;

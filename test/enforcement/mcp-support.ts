@@ -48,12 +48,12 @@ forbid(principal, action == Writ::Action::"tools/call", resource == Writ::Tool::
   when { context has mcp && context.mcp has arguments && !(context.mcp.arguments has path && context.mcp.arguments.path like "/docs/*") };
 `;
 
-/** Writ's schema with the gateway's context members declared (`arguments` of the test tools, `task`). */
+/** Writ's schema with the `arguments` of the test tools declared in `context.mcp`. */
 export async function gatewaySchema(): Promise<string> {
   const { text } = await readWritSchema();
-  const line = 'mcp?: { server: String, tool: String },';
+  const line = 'mcp?: { server: String, tool: String, uri?: String, prompt?: String, task?: { id: String, scopes: Set<String> } },';
   if (!text.includes(line)) throw new Error('writ.cedarschema no longer declares context.mcp as expected');
-  return text.replace(line, 'mcp?: { server: String, tool: String, arguments?: { path?: String, query?: String, name?: String }, task?: { id: String, scopes: Set<String> } },');
+  return text.replace(line, 'mcp?: { server: String, tool: String, uri?: String, prompt?: String, arguments?: { path?: String, query?: String, name?: String }, task?: { id: String, scopes: Set<String> } },');
 }
 
 /** Start Writ with the gateway policy folder and a PEP principal. */
