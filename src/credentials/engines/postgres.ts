@@ -169,6 +169,10 @@ class PostgresEngine implements SecretEngine {
       await client.query('select pg_terminate_backend(pid) from pg_stat_activity where usename = $1 and pid <> pg_backend_pid()', [username]);
       await client.query('begin');
       await client.query('select pg_advisory_xact_lock($1)', [ROLE_LOCK]);
+      // REASSIGN/DROP OWNED need membership in the role: a CREATEROLE admin
+      // (not a superuser) grants it to itself first; DROP ROLE ends it.
+      const member = await client.query<{ m: boolean }>("select pg_has_role(current_user, $1, 'MEMBER') as m", [username]);
+      if (member.rows[0]?.m !== true) await client.query(`grant ${ident(username)} to current_user`);
       await client.query(`reassign owned by ${ident(username)} to current_user`);
       await client.query(`drop owned by ${ident(username)}`);
       await client.query(`drop role if exists ${ident(username)}`);
