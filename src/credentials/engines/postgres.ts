@@ -6,7 +6,7 @@
 import pg from 'pg';
 import type { Secret } from '../../kernel/index.ts';
 import { credentialErrors } from '../errors.ts';
-import { ACCOUNT_PREFIX, ENGINE_NAME, ROLE_NAME, generatePassword, invalid, objectOf, optionalSeconds, stringList } from './engine.ts';
+import { ACCOUNT_PREFIX, ENGINE_NAME, ROLE_NAME, generatePassword, invalid, isAccountName, objectOf, optionalSeconds, stringList } from './engine.ts';
 import type { AdminSecretSource, DynamicAccount, EnginePlugin, SecretEngine } from './engine.ts';
 import { scramSha256Verifier } from './scram.ts';
 
@@ -187,8 +187,9 @@ class PostgresEngine implements SecretEngine {
 
   async listAccounts(): Promise<readonly string[]> {
     try {
-      const r = await this.#query('select rolname from pg_roles where starts_with(rolname, $1)', [this.prefix]);
-      return r.rows.map((x: { rolname: string }) => x.rolname);
+      const r = await this.#query('select rolname from pg_roles where starts_with(rolname, $1) and not rolsuper', [this.prefix]);
+      // Only names of the shape the engine gives (prefix + lease id): never the admin role or another role that shares the prefix.
+      return r.rows.map((x: { rolname: string }) => x.rolname).filter((n: string) => isAccountName(this.prefix, n) && n !== this.#admin);
     } catch (e) {
       if ((e as { code?: unknown }).code === 'ERR_CRED_ENGINE_FAILED') throw e;
       engineFailed(this.name, 'list its roles', e);

@@ -4,7 +4,7 @@
  */
 import type { Secret } from '../../kernel/index.ts';
 import { credentialErrors } from '../errors.ts';
-import { ACCOUNT_PREFIX, ENGINE_NAME, ROLE_NAME, generatePassword, invalid, objectOf, optionalSeconds, stringList } from './engine.ts';
+import { ACCOUNT_PREFIX, ENGINE_NAME, ROLE_NAME, generatePassword, invalid, isAccountName, objectOf, optionalSeconds, stringList } from './engine.ts';
 import type { AdminSecretSource, DynamicAccount, EnginePlugin, SecretEngine } from './engine.ts';
 import { RespClient, RespError } from './resp.ts';
 
@@ -125,7 +125,7 @@ class RedisEngine implements SecretEngine {
 
   async listAccounts(): Promise<readonly string[]> {
     const users = (await this.#run(['ACL', 'USERS'], 'list users')) as string[];
-    return users.filter((u) => u.startsWith(this.prefix));
+    return users.filter((u) => isAccountName(this.prefix, u) && u !== this.#admin);
   }
 
   adminAccount(): string {
