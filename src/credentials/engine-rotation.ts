@@ -102,7 +102,7 @@ export class EngineRotator {
       const rotated = row !== undefined && row.current !== null ? row.rotatedAt : null;
       const every = e.rotateEverySeconds ?? null;
       const base = row?.rotatedAt;
-      out.push({ engine: e.name, type: e.type, account: e.adminAccount(), rotatedAt: rotated, rotateEverySeconds: every, nextRotationAt: every === null || base === undefined ? null : iso(Date.parse(base) + every * 1000), rotationPending: row?.next != null });
+      out.push({ engine: e.name, type: e.type, account: e.adminAccount(), rotatedAt: rotated, rotateEverySeconds: every, nextRotationAt: every === null || base === undefined ? null : iso(Date.parse(base) + every * 1000), rotationPending: row !== undefined && row.next !== null });
     }
     return out;
   }
