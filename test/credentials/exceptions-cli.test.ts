@@ -10,7 +10,8 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFileSync, statSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { main as cli } from '../../src/cli/main.ts';
@@ -22,6 +23,8 @@ import type { PasswordPostgres } from '../support/password-postgres.ts';
 describe('writ exception|engine (real server, password-checking PostgreSQL, psql)', () => {
   let pp: PasswordPostgres | string | undefined;
   let s: TestServer | undefined;
+  let engines: unknown[] = [];
+  const dataDir = mkdtempSync(join(tmpdir(), 'writ-exc-cli-'));
   const suffix = randomBytes(3).toString('hex');
   const engineAdmin = `writ_cliadm_${suffix}`;
   const legacy = `vendor_app_${suffix}`;
@@ -49,11 +52,12 @@ describe('writ exception|engine (real server, password-checking PostgreSQL, psql
     await superQuery(`create role ${engineAdmin} login createrole password 'adm-initial-Pw1'`);
     await superQuery(`create role ${legacy} login password '${initial}'`);
     const u = new URL(pp.url);
-    const engines = [{ name: 'legacy', type: 'postgres', url: `postgres://${engineAdmin}:adm-initial-Pw1@${u.host}/postgres`, prefix: 'writ_', roles: {} }];
-    s = await startTestServer({ flags: { logLevel: 'debug', 'credentials.engines': JSON.stringify(engines), 'credentials.reaperIntervalSeconds': 0 } });
+    engines = [{ name: 'legacy', type: 'postgres', url: `postgres://${engineAdmin}:adm-initial-Pw1@${u.host}/postgres`, prefix: 'writ_', roles: {} }];
+    s = await startTestServer({ dataDir, flags: { logLevel: 'debug', 'credentials.engines': JSON.stringify(engines), 'credentials.reaperIntervalSeconds': 0 } });
   });
   after(async () => {
     await s?.stop();
+    rmSync(dataDir, { recursive: true, force: true });
     if (typeof pp === 'object') await pp.stop();
   });
 
@@ -157,5 +161,15 @@ describe('writ exception|engine (real server, password-checking PostgreSQL, psql
     const calls = (await s.server.store.query({ action: 'api.called', limit: 10_000 })).map((row) => JSON.parse(row.event) as { target?: { id?: string }; outcome?: string });
     assert.ok(calls.some((c) => c.target?.id === 'POST /admin/v1/exceptions/:id/secret' && c.outcome === 'denied'), 'the refused reveal is audited');
     assert.equal(s.logs().includes(revealed.json.password), false);
+
+    // A restart: the configured URL still names the first password, which no longer works;
+    // the engine reads the rotated one from the store (sealed under the same KEK).
+    await s.stop();
+    s = await startTestServer({ dataDir, flags: { logLevel: 'debug', 'credentials.engines': JSON.stringify(engines), 'credentials.reaperIntervalSeconds': 0 } });
+    const listed = JSON.parse((await run('engine', 'list', '--json')).out) as { rotatedAt: string | null }[];
+    assert.notEqual(listed[0]?.rotatedAt, null);
+    const again = await run('exception', 'rotate', id);
+    assert.equal(again.code, 0, again.err);
+    assert.equal((await run('engine', 'rotate', 'legacy')).code, 0);
   });
 });
