@@ -18,7 +18,12 @@ import type { AdminSecretSource, SecretEngine } from './engines/index.ts';
 import type { EngineSecretRow, EngineSecretStore } from './ports.ts';
 import { engineSecretContext, openSecret, sealSecret } from './sealed.ts';
 
-/** A `next` secret older than this belongs to a rotation that was interrupted. */
+/**
+ * A `next` secret older than this belongs to a rotation that was interrupted.
+ *
+ * @example
+ * const stale = Date.now() - Date.parse(row.nextAt) >= STALE_ROTATION_MS;
+ */
 export const STALE_ROTATION_MS = 5 * 60_000;
 
 const SYSTEM: AuditActor = { type: 'system', id: 'writ' };
