@@ -231,6 +231,8 @@ describe('rotation of a Redis engine\'s admin ACL user (redis-cli)', () => {
     try {
       // A dedicated admin user: ACL and CLIENT (to remove and disconnect users), nothing else.
       await r.command(['ACL', 'SETUSER', engineAdmin, 'reset', 'on', `>${initial}`, '+acl', '+client', '+ping']);
+      // One that may look but not change users.
+      await r.command(['ACL', 'SETUSER', `${engineAdmin}_ro`, 'reset', 'on', `>${initial}`, '+acl|users', '+ping']);
     } finally {
       r.close();
     }
@@ -239,7 +241,7 @@ describe('rotation of a Redis engine\'s admin ACL user (redis-cli)', () => {
   after(async () => {
     if (!up) return;
     const r = await RespClient.connect(REDIS_URL);
-    for (const u of (await r.command(['ACL', 'USERS'])) as string[]) if (u === engineAdmin || u.startsWith(prefix)) await r.command(['ACL', 'DELUSER', u]);
+    for (const u of (await r.command(['ACL', 'USERS'])) as string[]) if (u.startsWith(engineAdmin) || u.startsWith(prefix)) await r.command(['ACL', 'DELUSER', u]);
     r.close();
   });
 
@@ -277,6 +279,32 @@ describe('rotation of a Redis engine\'s admin ACL user (redis-cli)', () => {
       assert.match(cli(current.reveal()), /WRONGPASS/);
     } finally {
       await Promise.all(other.engines.map((e) => e.close()));
+      await c.close();
+    }
+  });
+
+  it('a server that refuses the change: the rotation fails, is audited, and the old secret stays in force', async (t) => {
+    if (await skipWithoutRedis(t)) return;
+    const kek = new KeyEncryptionKey(randomBytes(32));
+    const clock = new ManualClock(Date.now());
+    const roDefs = [{ ...defs[0], url: `redis://${engineAdmin}_ro:${initial}@${new URL(REDIS_URL).host}` }];
+    const { c, rotator } = await rotatingContext(roDefs, kek, clock);
+    try {
+      await assert.rejects(rotator.rotate('cache', 'admin', admin, 'c-fail'), (e: { code?: string; message?: string; cause?: { message?: string } }) => {
+        assert.equal(e.code, 'ERR_CRED_ENGINE_FAILED');
+        assert.equal(e.message, `redis engine \`cache\` could not add a password to its admin user \`${engineAdmin}_ro\``);
+        assert.match(e.cause?.message ?? '', /NOPERM/);
+        return true;
+      });
+      const row = await c.store.credentials.getEngineSecret('cache');
+      assert.deepEqual([row?.current, row?.next], [null, null], 'nothing promoted, the claim released');
+      const ev = c.audit.events.find((e) => e.action === 'engine.secret.rotation-failed');
+      assert.equal(ev?.outcome, 'failure');
+      assert.equal(ev?.details?.error, 'ERR_CRED_ENGINE_FAILED');
+      const u = new URL(REDIS_URL);
+      const still = spawnSync('redis-cli', ['-h', u.hostname, '-p', u.port === '' ? '6379' : u.port, '--user', `${engineAdmin}_ro`, '--no-auth-warning', 'PING'], { env: { ...process.env, REDISCLI_AUTH: initial }, encoding: 'utf8' });
+      assert.equal(still.stdout.trim(), 'PONG');
+    } finally {
       await c.close();
     }
   });

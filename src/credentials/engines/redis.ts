@@ -29,7 +29,9 @@ const KEY_PATTERN = /^[\x21-\x7e]{1,256}$/;
 const COMMAND_RULE = /^[+-]@?[a-z|_-]{1,64}$/;
 
 function engineFailed(engine: string, op: string, cause: unknown): never {
-  throw credentialErrors.error('ERR_CRED_ENGINE_FAILED', `redis engine \`${engine}\` could not ${op}`, { cause: new Error(String((cause as { message?: unknown }).message ?? cause)) });
+  // Redis may quote the offending ACL rule in its error, and `>…`/`<…` rules carry passwords.
+  const message = String((cause as { message?: unknown }).message ?? cause).replace(/[<>][^\s']+/g, '[redacted]');
+  throw credentialErrors.error('ERR_CRED_ENGINE_FAILED', `redis engine \`${engine}\` could not ${op}`, { cause: new Error(message) });
 }
 
 class RedisEngine implements SecretEngine {
