@@ -1,7 +1,8 @@
 /**
  * `npm run bench`: runs every benchmark in bench/ and writes
  * bench/results/latest.md and latest.json. WRIT_BENCH_RUNS sets repetitions
- * (default 5); WRIT_BENCH_ONLY=audit,policy picks benchmarks.
+ * (default 5); WRIT_BENCH_ONLY=audit,policy picks benchmarks (sections: audit,
+ * policy, identity, revocation, proxy, oauth, credentials, quota).
  */
 import { writeFileSync, mkdirSync } from 'node:fs';
 import { cpus } from 'node:os';
@@ -14,9 +15,10 @@ import { runProxyBench } from './proxy.bench.ts';
 import { runOAuthBench } from './oauth.bench.ts';
 import { runCredentialsBench } from './credentials.bench.ts';
 import { runMcpGatewayBench } from './mcp-gateway.bench.ts';
+import { runQuotaBench } from './quota.bench.ts';
 
 const PG_URL = process.env.WRIT_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
-const only = new Set((process.env.WRIT_BENCH_ONLY ?? 'audit,policy,identity,revocation,proxy,oauth,credentials,mcp').split(','));
+const only = new Set((process.env.WRIT_BENCH_ONLY ?? 'audit,policy,identity,revocation,proxy,oauth,credentials,quota,mcp').split(','));
 
 const results: BenchResult[] = [];
 const havePg = await postgresAnswers(PG_URL);
@@ -59,6 +61,11 @@ if (only.has('oauth')) {
 if (only.has('credentials') && havePg) {
   process.stderr.write('bench: dynamic PostgreSQL credentials and revoke-by-task…\n');
   results.push(await runCredentialsBench());
+}
+
+if (only.has('quota') && havePg) {
+  process.stderr.write('bench: lease opens with atomic quotas across two replicas…\n');
+  results.push(await runQuotaBench());
 }
 
 if (only.has('mcp')) {

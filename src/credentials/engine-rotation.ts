@@ -18,7 +18,12 @@ import type { AdminSecretSource, SecretEngine } from './engines/index.ts';
 import type { EngineSecretRow, EngineSecretStore } from './ports.ts';
 import { engineSecretContext, openSecret, sealSecret } from './sealed.ts';
 
-/** A `next` secret older than this belongs to a rotation that was interrupted. */
+/**
+ * A `next` secret older than this belongs to a rotation that was interrupted.
+ *
+ * @example
+ * const stale = Date.now() - Date.parse(row.nextAt) >= STALE_ROTATION_MS;
+ */
 export const STALE_ROTATION_MS = 5 * 60_000;
 
 const SYSTEM: AuditActor = { type: 'system', id: 'writ' };
@@ -102,7 +107,7 @@ export class EngineRotator {
       const rotated = row !== undefined && row.current !== null ? row.rotatedAt : null;
       const every = e.rotateEverySeconds ?? null;
       const base = row?.rotatedAt;
-      out.push({ engine: e.name, type: e.type, account: e.adminAccount(), rotatedAt: rotated, rotateEverySeconds: every, nextRotationAt: every === null || base === undefined ? null : iso(Date.parse(base) + every * 1000), rotationPending: row?.next != null });
+      out.push({ engine: e.name, type: e.type, account: e.adminAccount(), rotatedAt: rotated, rotateEverySeconds: every, nextRotationAt: every === null || base === undefined ? null : iso(Date.parse(base) + every * 1000), rotationPending: row !== undefined && row.next !== null });
     }
     return out;
   }

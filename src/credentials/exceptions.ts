@@ -20,6 +20,9 @@ import { exceptionSecretContext, openSecret, sealSecret } from './sealed.ts';
 /**
  * The OWASP Top 10 Non-Human Identities Risks, 2025 edition
  * (https://owasp.org/www-project-non-human-identities-top-10/2025/).
+ *
+ * @example
+ * OWASP_NHI_TOP10.NHI7; // 'Long-Lived Secrets'
  */
 export const OWASP_NHI_TOP10: Readonly<Record<string, string>> = Object.freeze({
   NHI1: 'Improper Offboarding',
@@ -86,7 +89,12 @@ export interface ExceptionSweep {
   readonly failed: number;
 }
 
-/** The exception as the API and the audit log show it: everything but the secret. */
+/**
+ * The exception as the API and the audit log show it: everything but the secret.
+ *
+ * @example
+ * reply.send(exceptionView(exc)); // { id, name, account, owner, risks: [{ id: 'NHI7', name: 'Long-Lived Secrets' }], hasSecret, … }
+ */
 export function exceptionView(e: LegacyException): Record<string, unknown> {
   return {
     id: e.id,
@@ -122,7 +130,12 @@ function text(field: string, v: unknown, max: number): string {
   return v.trim();
 }
 
-/** Normalize risk ids (`nhi7`, `NHI7:2025` → `NHI7`), refusing anything outside the Top 10. */
+/**
+ * Normalize risk ids (`nhi7`, `NHI7:2025` → `NHI7`), refusing anything outside the Top 10.
+ *
+ * @example
+ * normalizeRisks(['nhi7', 'NHI2:2025']); // ['NHI2', 'NHI7']
+ */
 export function normalizeRisks(raw: unknown): string[] {
   if (!Array.isArray(raw) || raw.length === 0) bad('`risks` must list at least one OWASP NHI Top 10 risk id (NHI1 … NHI10)');
   const out: string[] = [];
@@ -169,11 +182,12 @@ export class ExceptionService {
     return new Date(ms).toISOString();
   }
 
-  #rotatingEngine(name: string): SecretEngine {
+  #rotatingEngine(name: string): { engine: SecretEngine; setPassword: (account: string, password: Secret) => Promise<void> } {
     const engine = this.#engine(name);
     if (engine === undefined) throw credentialErrors.error('ERR_CRED_ENGINE_NOT_FOUND', `no secret engine \`${name}\``);
-    if (engine.type !== 'postgres' || engine.setAccountPassword === undefined) bad(`engine \`${name}\` is a ${engine.type} engine; writ rotates exception passwords through PostgreSQL engines only`);
-    return engine;
+    const setPassword = engine.setAccountPassword?.bind(engine);
+    if (engine.type !== 'postgres' || setPassword === undefined) bad(`engine \`${name}\` is a ${engine.type} engine; writ rotates exception passwords through PostgreSQL engines only`);
+    return { engine, setPassword };
   }
 
   async create(input: ExceptionInput, by: AuditActor, correlationId: string): Promise<LegacyException> {
@@ -190,7 +204,7 @@ export class ExceptionService {
     let engine: string | null = null;
     let every: number | null = null;
     if (input.engine !== undefined) {
-      const e = this.#rotatingEngine(input.engine);
+      const { engine: e } = this.#rotatingEngine(input.engine);
       // Accounts the engine creates have leases; its admin is rotated as the engine's own secret.
       if (account.startsWith(e.prefix) || account === e.adminAccount()) throw credentialErrors.error('ERR_CRED_ACCOUNT_NOT_ROTATABLE', `\`${account}\` is ${account === e.adminAccount() ? 'the admin role' : 'a dynamic account'} of engine \`${e.name}\`; it cannot be a legacy exception`);
       engine = e.name;
@@ -290,7 +304,7 @@ export class ExceptionService {
   async #rotate(id: string, trigger: 'admin' | 'schedule', by: AuditActor, correlationId: string): Promise<LegacyException> {
     const exc = await this.get(id);
     if (exc.engine === null || exc.rotateEverySeconds === null) throw credentialErrors.error('ERR_CRED_EXCEPTION_NOT_ROTATABLE', `exception \`${id}\` names no PostgreSQL engine; writ cannot rotate \`${exc.account}\``);
-    const engine = this.#rotatingEngine(exc.engine);
+    const { setPassword } = this.#rotatingEngine(exc.engine);
     const ctx = exceptionSecretContext(exc.id);
     let claimed = exc;
     let password: Secret;
@@ -304,7 +318,7 @@ export class ExceptionService {
     }
     const details = { account: exc.account, engine: exc.engine, trigger };
     try {
-      await (engine.setAccountPassword as (account: string, password: Secret) => Promise<void>)(exc.account, password);
+      await setPassword(exc.account, password);
     } catch (err) {
       const code = String((err as { code?: unknown }).code ?? 'unknown');
       // The role kept its old password. A pending password this call created is

@@ -8,12 +8,22 @@ import { Secret } from '../kernel/index.ts';
 import type { KeyEncryptionKey } from '../identity/index.ts';
 import type { SealedSecret } from './ports.ts';
 
-/** AAD of an engine's admin secret. */
+/**
+ * AAD of an engine's admin secret.
+ *
+ * @example
+ * engineSecretContext('main'); // 'writ/credentials/engine/main'
+ */
 export function engineSecretContext(engine: string): string {
   return `writ/credentials/engine/${engine}`;
 }
 
-/** AAD of a legacy exception's secret. */
+/**
+ * AAD of a legacy exception's secret.
+ *
+ * @example
+ * exceptionSecretContext('exc_0123…'); // 'writ/credentials/exception/exc_0123…'
+ */
 export function exceptionSecretContext(id: string): string {
   return `writ/credentials/exception/${id}`;
 }
@@ -31,7 +41,12 @@ export function sealSecret(kek: KeyEncryptionKey, secret: Secret, context: strin
   }
 }
 
-/** Open a sealed secret; a wrong KEK, context or a tampered record throws `ERR_IDENTITY_KEY_UNWRAP_FAILED`. */
+/**
+ * Open a sealed secret; a wrong KEK, context or a tampered record throws `ERR_IDENTITY_KEY_UNWRAP_FAILED`.
+ *
+ * @example
+ * const password = openSecret(kek, row.current, engineSecretContext('main'));
+ */
 export function openSecret(kek: KeyEncryptionKey, sealed: SealedSecret, context: string): Secret {
   const plain = kek.unwrap(sealed, context);
   try {

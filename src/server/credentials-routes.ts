@@ -6,7 +6,7 @@
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { AuditActor, AuditSink, Clock, WritConfig } from '../kernel/index.ts';
-import { newCorrelationId, systemClock } from '../kernel/index.ts';
+import { newCorrelationId } from '../kernel/index.ts';
 import { KeyEncryptionKey } from '../identity/index.ts';
 import { DynamicCredentials, EngineRotator, ExceptionService, LeaseManager, Reaper, TaskService, buildEngines, credentialErrors, exceptionView } from '../credentials/index.ts';
 import type { EngineRotation, ExceptionInput, ExceptionSweep, Lease, LeaseState, ReaperPass, Task } from '../credentials/index.ts';
@@ -42,8 +42,7 @@ export interface ServedCredentials {
  * @example
  * const creds = await startCredentials(config, store, audit, systemClock, kekBytes);
  */
-export async function startCredentials(config: WritConfig, store: Store, audit: AuditSink, clock: Clock = systemClock, kekBytes?: Uint8Array): Promise<ServedCredentials> {
-  if (kekBytes === undefined) throw new TypeError('startCredentials needs the key-encryption key');
+export async function startCredentials(config: WritConfig, store: Store, audit: AuditSink, clock: Clock, kekBytes: Uint8Array): Promise<ServedCredentials> {
   const kek = new KeyEncryptionKey(kekBytes);
   const rotator = new EngineRotator({ store: store.credentials, kek, audit, clock });
   const engines = buildEngines(JSON.parse(config['credentials.engines']) as unknown, (name) => rotator.source(name));

@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
+import fc from 'fast-check';
 import { ManualClock, Secret } from '../../src/kernel/index.ts';
 import { KeyEncryptionKey } from '../../src/identity/index.ts';
 import { ExceptionService, buildEngines, exceptionSecretContext, openSecret, sealSecret } from '../../src/credentials/index.ts';
@@ -112,6 +113,38 @@ describe('legacy exceptions: registration, renewal, findings', () => {
       }
     });
   }
+
+  it('any input is either registered or refused with a 4xx credentials error, never a crash', async () => {
+    const r = await rig();
+    try {
+      const text = fc.oneof(fc.string({ maxLength: 80 }), fc.constantFrom('', ' ', 'ok', 'ana@example.org', 'NHI7', 'nhi2:2025', '2026-05-01', '2026-05-01T00:00:00Z', '2026-13-45T99:00:00+99:99'));
+      const arb = fc.record({
+        name: text,
+        account: text,
+        system: fc.option(text, { nil: undefined }),
+        engine: fc.option(fc.constantFrom('legacy', 'cache', 'nope'), { nil: undefined }),
+        rotateEverySeconds: fc.option(fc.oneof(fc.integer(), fc.double()), { nil: undefined }),
+        owner: fc.record({ team: text, contact: text }),
+        justification: text,
+        compensatingControls: fc.array(text, { maxLength: 40 }),
+        risks: fc.array(text, { maxLength: 12 }),
+        expiresAt: text,
+      });
+      let i = 0;
+      await fc.assert(fc.asyncProperty(arb, async (raw) => {
+        const given = { ...raw, name: `${raw.name}${i++}` } as ExceptionInput;
+        try {
+          await r.exceptions.create(given, admin, 'fuzz');
+        } catch (e) {
+          const err = e as { code?: string; status?: number };
+          assert.match(err.code ?? '', /^ERR_CRED_/, String(e));
+          assert.ok(err.status !== undefined && err.status >= 400 && err.status < 500, String(e));
+        }
+      }), { numRuns: 300 });
+    } finally {
+      await r.close();
+    }
+  });
 
   it('stores the owner, controls and normalized NHI ids, audits it, and refuses a second one for the same name or account', async () => {
     const r = await rig();

@@ -74,6 +74,11 @@ export const ENGINE_NAME = /^[a-z][a-z0-9_-]{0,62}$/;
 export const ACCOUNT_PREFIX = /^[a-z][a-z0-9_]{0,29}$/;
 export const ROLE_NAME = /^[a-z][a-z0-9_-]{0,62}$/;
 
+/** True for a name an engine gives its accounts: the prefix, then a lease id (24 lowercase hex). */
+export function isAccountName(prefix: string, name: string): boolean {
+  return name.length === prefix.length + 24 && name.startsWith(prefix) && /^[0-9a-f]{24}$/.test(name.slice(prefix.length));
+}
+
 export function invalid(engine: string, what: string): never {
   throw credentialErrors.error('ERR_CRED_ENGINE_CONFIG_INVALID', `engine \`${engine}\`: ${what}`);
 }

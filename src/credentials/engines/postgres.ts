@@ -6,7 +6,7 @@
 import pg from 'pg';
 import type { Secret } from '../../kernel/index.ts';
 import { credentialErrors } from '../errors.ts';
-import { ACCOUNT_PREFIX, ENGINE_NAME, ROLE_NAME, generatePassword, invalid, objectOf, optionalSeconds, stringList } from './engine.ts';
+import { ACCOUNT_PREFIX, ENGINE_NAME, ROLE_NAME, generatePassword, invalid, isAccountName, objectOf, optionalSeconds, stringList } from './engine.ts';
 import type { AdminSecretSource, DynamicAccount, EnginePlugin, SecretEngine } from './engine.ts';
 import { scramSha256Verifier } from './scram.ts';
 
@@ -169,6 +169,10 @@ class PostgresEngine implements SecretEngine {
       await client.query('select pg_terminate_backend(pid) from pg_stat_activity where usename = $1 and pid <> pg_backend_pid()', [username]);
       await client.query('begin');
       await client.query('select pg_advisory_xact_lock($1)', [ROLE_LOCK]);
+      // REASSIGN/DROP OWNED need membership in the role: a CREATEROLE admin
+      // (not a superuser) grants it to itself first; DROP ROLE ends it.
+      const member = await client.query<{ m: boolean }>("select pg_has_role(current_user, $1, 'MEMBER') as m", [username]);
+      if (member.rows[0]?.m !== true) await client.query(`grant ${ident(username)} to current_user`);
       await client.query(`reassign owned by ${ident(username)} to current_user`);
       await client.query(`drop owned by ${ident(username)}`);
       await client.query(`drop role if exists ${ident(username)}`);
@@ -183,8 +187,9 @@ class PostgresEngine implements SecretEngine {
 
   async listAccounts(): Promise<readonly string[]> {
     try {
-      const r = await this.#query('select rolname from pg_roles where starts_with(rolname, $1)', [this.prefix]);
-      return r.rows.map((x: { rolname: string }) => x.rolname);
+      const r = await this.#query('select rolname from pg_roles where starts_with(rolname, $1) and not rolsuper', [this.prefix]);
+      // Only names of the shape the engine gives (prefix + lease id): never the admin role or another role that shares the prefix.
+      return r.rows.map((x: { rolname: string }) => x.rolname).filter((n: string) => isAccountName(this.prefix, n) && n !== this.#admin);
     } catch (e) {
       if ((e as { code?: unknown }).code === 'ERR_CRED_ENGINE_FAILED') throw e;
       engineFailed(this.name, 'list its roles', e);

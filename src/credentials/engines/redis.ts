@@ -4,7 +4,7 @@
  */
 import type { Secret } from '../../kernel/index.ts';
 import { credentialErrors } from '../errors.ts';
-import { ACCOUNT_PREFIX, ENGINE_NAME, ROLE_NAME, generatePassword, invalid, objectOf, optionalSeconds, stringList } from './engine.ts';
+import { ACCOUNT_PREFIX, ENGINE_NAME, ROLE_NAME, generatePassword, invalid, isAccountName, objectOf, optionalSeconds, stringList } from './engine.ts';
 import type { AdminSecretSource, DynamicAccount, EnginePlugin, SecretEngine } from './engine.ts';
 import { RespClient, RespError } from './resp.ts';
 
@@ -29,7 +29,9 @@ const KEY_PATTERN = /^[\x21-\x7e]{1,256}$/;
 const COMMAND_RULE = /^[+-]@?[a-z|_-]{1,64}$/;
 
 function engineFailed(engine: string, op: string, cause: unknown): never {
-  throw credentialErrors.error('ERR_CRED_ENGINE_FAILED', `redis engine \`${engine}\` could not ${op}`, { cause: new Error(String((cause as { message?: unknown }).message ?? cause)) });
+  // Redis may quote the offending ACL rule in its error, and `>…`/`<…` rules carry passwords.
+  const message = String((cause as { message?: unknown }).message ?? cause).replace(/[<>][^\s']+/g, '[redacted]');
+  throw credentialErrors.error('ERR_CRED_ENGINE_FAILED', `redis engine \`${engine}\` could not ${op}`, { cause: new Error(message) });
 }
 
 class RedisEngine implements SecretEngine {
@@ -125,7 +127,7 @@ class RedisEngine implements SecretEngine {
 
   async listAccounts(): Promise<readonly string[]> {
     const users = (await this.#run(['ACL', 'USERS'], 'list users')) as string[];
-    return users.filter((u) => u.startsWith(this.prefix));
+    return users.filter((u) => isAccountName(this.prefix, u) && u !== this.#admin);
   }
 
   adminAccount(): string {
