@@ -111,7 +111,7 @@ export function taskLookup(store: { getTask(id: string): Promise<Task | undefine
   return {
     get: async (id) => {
       const t = await store.getTask(id);
-      return t === undefined ? undefined : { id: t.id, open: t.state === 'active', deadline: t.deadline, scopes: t.scopes };
+      return t === undefined ? undefined : { id: t.id, open: t.state === 'active', deadline: t.deadline, scopes: t.scopes, ...(t.description === undefined ? {} : { description: t.description }) };
     },
   };
 }

@@ -60,6 +60,8 @@ export interface TaskView {
   readonly deadline: string;
   /** Scopes the task allows; a bound token's scope must be a subset. */
   readonly scopes: readonly string[];
+  /** What the task is for (its declared intent), shown to policy as `Task.intent`. */
+  readonly description?: string;
 }
 
 /** Port: read a task. */
@@ -150,6 +152,15 @@ interface Subject {
   readonly act: ActClaim | undefined;
   readonly mayAct: unknown;
   readonly task: string | undefined;
+}
+
+/**
+ * The task as the PDP sees it: its declared intent, the tools its scopes name
+ * (`tools:<name>` → `Writ::Tool::"<name>"`) and its deadline.
+ */
+function taskEntity(task: TaskView): { uid: { type: string; id: string }; attrs: Record<string, unknown>; parents: never[] } {
+  const tools = task.scopes.filter((s) => s.startsWith('tools:') && s.length > 6).map((s) => ({ __entity: { type: 'Writ::Tool', id: s.slice(6) } }));
+  return { uid: { type: 'Writ::Task', id: task.id }, attrs: { intent: task.description ?? '', tools, expiresAt: Math.floor(Date.parse(task.deadline) / 1000) }, parents: [] };
 }
 
 interface IssueInput {
@@ -661,12 +672,15 @@ export class AuthorizationServer {
         resource: { type: 'Writ::Service', id: aud },
         context: {
           authn: { method: i.client.method, senderConstrained: binding.cnf !== undefined },
-          // NOTE: Writ's Cedar schema has no context member for scope or grant type yet; they are in the audit event.
           delegation: { depth: chain.length, actors: [...chain] },
+          // May this principal get this scope, for this audience, for this task, now?
+          oauth: { grantType: i.grantType, scope: [...i.scope], clientId: i.client.clientId },
+          ...(task === undefined ? {} : { task: { __entity: { type: 'Writ::Task', id: task.id } } }),
         },
         entities: [
           { uid: { type: 'Writ::Workload', id: i.subject }, attrs: { spiffeId: i.subject, labels: [], legacy: false } },
           { uid: { type: 'Writ::Service', id: aud }, attrs: { internetFacing: false, legacy: false, sensitivity: 'unknown' } },
+          ...(task === undefined ? [] : [taskEntity(task)]),
         ],
         correlationId: req.correlationId,
         requestedBy: 'oauth-token-endpoint',
