@@ -107,4 +107,12 @@ const exchange: Command = {
 };
 
 /** The `writ oauth …` commands. */
-export const OAUTH_COMMANDS: readonly Command[] = [exchange];
+/** `writ token exchange`: the same command under the name the rest of the token commands use. */
+const tokenExchange: Command = {
+  ...exchange,
+  name: 'token exchange',
+  summary: `${exchange.summary}; the same as \`writ oauth exchange\``,
+  usage: exchange.usage.replace('writ oauth exchange', 'writ token exchange'),
+};
+
+export const OAUTH_COMMANDS: readonly Command[] = [exchange, tokenExchange];

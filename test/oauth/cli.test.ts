@@ -64,3 +64,15 @@ test('an OAuth refusal is one line and exit code 1; a usage error is exit code 2
   assert.equal(u.code, 2);
   assert.match(u.err[0] ?? '', /--subject-token-file is required/);
 });
+
+test('writ token exchange is the same exchange under the token commands', async () => {
+  const subject = file('subject-2.jwt', await svid(ts, '/svc/batch'));
+  const r = await run(['token', 'exchange', '--server', ts.url, '--subject-token-file', subject, '--audience', API, '--scope', 'read']);
+  assert.equal(r.code, 0, r.err.join('\n'));
+  const c = decodePayload(r.out[0] ?? '');
+  assert.equal(c.sub, `spiffe://${TD}/svc/batch`);
+  assert.equal(c.aud, API);
+  const denied = await run(['token', 'exchange', '--server', ts.url, '--subject-token-file', subject, '--audience', FORBIDDEN]);
+  assert.equal(denied.code, 1);
+  assert.deepEqual(denied.err, [`writ token exchange: invalid_target: policy does not allow a token for audience \`${FORBIDDEN}\` (ERR_CLI_OAUTH)`]);
+});
