@@ -121,7 +121,7 @@ export async function startServer(sources: ConfigSources & { logStream?: NodeJS.
     signals.service.setReevaluator(new Reevaluator({ port: reevaluationPort({ leases: creds.leases, tasks: store.credentials, decider: policy.decider, clock: systemClock }), bus: signals.bus, audit, clock: systemClock, context: signals.service.context() }));
     const served0 = identity;
     const pdp0 = policy;
-    const oauth = await startOAuth({ config, clock: systemClock, audit, decide: (r) => pdp0.decider.decide(r), bundles: () => served0.issuer.bundle(), jtis: store.identity, leases: creds.leases, tasks: taskLookup(store.credentials), signingSecret: served0.kek.kek });
+    const oauth = await startOAuth({ config, clock: systemClock, audit, decide: (r) => pdp0.decider.decide(r), bundles: () => served0.issuer.bundle(), jtis: store.identity, leases: creds.leases, tasks: taskLookup(store.credentials), clients: store.oauthClients, signingSecret: served0.kek.kek });
     const tlsRef: { url: string | undefined } = { url: undefined };
     const app = await buildApp({ tls: tlsRef, signals: signals.service, ...(served1.ssf === undefined || served1.ssfSigner === undefined ? {} : { ssf: { transmitter: served1.ssf, signer: served1.ssfSigner } }), policy, config, store, audit, admins, version, startedAtMs: Date.now(), identity: identity.issuer, oauth, credentials: creds, ...(sources.logStream === undefined ? {} : { logStream: sources.logStream }) });
     creds.setLogger(app.log);

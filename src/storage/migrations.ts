@@ -242,6 +242,18 @@ const migrations: Record<string, Migration> = {
         .execute();
     },
   },
+  '0008_oauth_clients': {
+    async up(db: Kysely<unknown>) {
+      // OAuth clients registered by admins: they must survive a restart and be seen by every replica.
+      await db.schema
+        .createTable('oauth_clients')
+        .addColumn('client_id', 'text', (c) => c.primaryKey())
+        .addColumn('spiffe_id', 'text', (c) => c.unique())
+        .addColumn('body', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .execute();
+    },
+  },
 };
 
 /** The migrations, in order, for Kysely's Migrator. */

@@ -95,6 +95,15 @@ export interface Database {
   ssf_streams: SsfStreamsTable;
   ssf_set_queue: SsfSetQueueTable;
   ssf_received: SsfReceivedTable;
+  oauth_clients: OAuthClientsTable;
+}
+
+/** OAuth clients registered by admins; `body` is the client as JSON (public keys only). */
+export interface OAuthClientsTable {
+  client_id: string;
+  spiffe_id: string | null;
+  body: string;
+  created_at: string;
 }
 
 /** Shared Signals streams; `body` is the stream state as JSON. */

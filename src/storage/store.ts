@@ -14,6 +14,7 @@ import { IdentityTables } from './identity-store.ts';
 import { CredentialTables } from './credentials-store.ts';
 import { SignalTables } from './signals-store.ts';
 import { SsfTables } from './ssf-store.ts';
+import { OAuthClientTables } from './oauth-clients-store.ts';
 
 /** Which engine is behind the store. */
 export type StoreKind = 'sqlite' | 'postgres';
@@ -64,6 +65,8 @@ export class Store implements AuditStore, AdminPrincipalStore {
   readonly signals: SignalTables;
   /** The signals context's Shared Signals port (streams, SET queues, receiver replay cache). */
   readonly ssf: SsfTables;
+  /** The credentials context's OAuth client registry. */
+  readonly oauthClients: OAuthClientTables;
   #closed = false;
 
   constructor(kind: StoreKind, db: Kysely<Database>, location: string) {
@@ -74,6 +77,7 @@ export class Store implements AuditStore, AdminPrincipalStore {
     this.credentials = new CredentialTables(kind, db);
     this.signals = new SignalTables(db);
     this.ssf = new SsfTables(db);
+    this.oauthClients = new OAuthClientTables(db);
   }
 
   /** Apply every pending migration; refuse a schema newer than this build. */

@@ -70,6 +70,23 @@ export function storeConformance(name: string, factory: StoreFactory): void {
         await fn();
       });
 
+    test('oauth clients: inserted once per client id and per SPIFFE ID, found both ways, listed, deleted once', async () => {
+      const a = { clientId: 'conf-ci', spiffeId: 'spiffe://example.org/ci', scope: ['deploy'], grantTypes: ['client_credentials'], createdAt: '2026-02-01T00:00:00.000Z' };
+      const b = { clientId: 'conf-jwks', jwks: { keys: [{ kty: 'EC', crv: 'P-256', x: 'x', y: 'y' }] }, scope: [], grantTypes: ['client_credentials'], createdAt: '2026-02-01T00:00:01.000Z' };
+      assert.equal(await store.oauthClients.insert(a), true);
+      assert.equal(await store.oauthClients.insert(b), true);
+      assert.equal(await store.oauthClients.insert({ ...a, spiffeId: 'spiffe://example.org/other' }), false, 'client id taken');
+      assert.equal(await store.oauthClients.insert({ ...a, clientId: 'conf-ci-2' }), false, 'SPIFFE ID taken');
+      assert.deepEqual(await store.oauthClients.get('conf-ci'), a);
+      assert.deepEqual(await store.oauthClients.bySpiffeId('spiffe://example.org/ci'), a);
+      assert.equal(await store.oauthClients.get('nope'), undefined);
+      assert.deepEqual((await store.oauthClients.list()).map((c) => c.clientId), ['conf-ci', 'conf-jwks']);
+      assert.equal(await store.oauthClients.delete('conf-ci'), true);
+      assert.equal(await store.oauthClients.delete('conf-ci'), false);
+      assert.equal(await store.oauthClients.bySpiffeId('spiffe://example.org/ci'), undefined);
+      assert.equal(await store.oauthClients.insert({ ...a, clientId: 'conf-ci-2' }), true, 'the SPIFFE ID is free again');
+    });
+
     test('ssf: streams compare-and-set, queued SETs once per (stream, jti), due order, reschedule, ack, replay cache', async () => {
       const config = { stream_id: 'st_conf', iss: 'https://writ.example', aud: 'https://rx.example', events_supported: ['e'], events_requested: ['e'], events_delivered: ['e'], delivery: { method: 'urn:ietf:rfc:8936', endpoint_url: 'https://writ.example/ssf/poll/st_conf' }, min_verification_interval: 5, status: 'enabled' as const, excluded_subjects: [] };
       const rec = { streamId: 'st_conf', owner: 'adm_1', config, revision: 1, createdAt: '2026-02-01T00:00:00.000Z', updatedAt: '2026-02-01T00:00:00.000Z' };
