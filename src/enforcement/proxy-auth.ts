@@ -219,7 +219,9 @@ export class ProxyAuthenticator {
       if (m === null) return failure('ERR_ENFORCE_CREDENTIAL_INVALID', 'the authorization header is not a bearer or DPoP token', 'Bearer', 'invalid_request');
       const scheme = (m[1] ?? '').toLowerCase() === 'dpop' ? 'DPoP' : 'Bearer';
       const token = m[2] ?? '';
-      const isAccessToken = typOf(token) === 'at+jwt';
+      // A cached token already says what it is; only a new one is decoded to find out.
+      const known = this.#tokens.get(token)?.caller.method;
+      const isAccessToken = known === undefined ? typOf(token) === 'at+jwt' : known === 'access-token';
       const mode: AuthMode = isAccessToken ? 'access-token' : 'jwt-svid';
       if (!modes.includes(mode)) return failure('ERR_ENFORCE_AUTH_MODE', `this route does not accept ${isAccessToken ? 'access tokens' : 'JWT-SVIDs'} (accepts: ${modes.join(', ')})`, scheme, 'invalid_token');
       if (!isAccessToken) {
