@@ -68,6 +68,7 @@ describe('writ proxy --config (mTLS, DPoP, injection, revocation, fail closed)',
   let w: Writ;
   let dir: string;
   let wl: WorkloadApiServer;
+  let clientWl: WorkloadApiServer;
   let child: ChildProcess;
   let out = '';
   let port = 0;
@@ -140,6 +141,16 @@ describe('writ proxy --config (mTLS, DPoP, injection, revocation, fail closed)',
     };
     wl = new WorkloadApiServer({ socketPath: f('agent.sock'), source });
     await wl.start();
+    // The client's own Workload API: `writ svid fetch` writes what curl presents.
+    const { privateKey: ck, publicKey: cp } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const clientIssued = await w.s.server.identity.ca.issueX509Svid({ spiffeId: ALLOWED, publicKey: cp.export({ format: 'pem', type: 'spki' }).toString(), ttlMs: 10 * 60_000 });
+    const clientSource: WorkloadIdentitySource = {
+      ...source,
+      x509Svids: async () => ({ svids: [{ spiffeId: ALLOWED, certChainDer: [...clientIssued.chain], privateKeyPkcs8Der: new Uint8Array(ck.export({ format: 'der', type: 'pkcs8' })), bundleDer }], federatedBundles: new Map() }),
+      subscribe: () => () => undefined,
+    };
+    clientWl = new WorkloadApiServer({ socketPath: f('client-agent.sock'), source: clientSource });
+    await clientWl.start();
 
     hello = createServer((req, res) => {
       seenHello.push({ url: req.url, headers: req.headers });
@@ -199,13 +210,15 @@ describe('writ proxy --config (mTLS, DPoP, injection, revocation, fail closed)',
       await gone;
     }
     await wl?.stop();
+    await clientWl?.stop();
     await Promise.all([hello, legacy].map((s) => new Promise<void>((r) => (s === undefined ? r() : s.close(() => r())))));
     await w?.stop().catch(() => undefined);
     if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
   });
 
-  it('curl with an X.509-SVID is allowed; the upstream gets the identity headers and no client credential', async () => {
-    const me = await clientSvid('client', ALLOWED);
+  it('curl with the X.509-SVID `writ svid fetch` wrote is allowed; the upstream gets the identity headers and no client credential', async () => {
+    await run(process.execPath, [WRIT, 'svid', 'fetch', '--socket', `unix://${f('client-agent.sock')}`, '--out', f('fetched')], { env: { PATH: process.env.PATH ?? '/usr/bin:/bin' } });
+    const me = { cert: join(f('fetched'), 'svid.pem'), key: join(f('fetched'), 'svid_key.pem') };
     const before = seenHello.length;
     const r = await curl('/hello?x=1', { cert: me, headers: { 'x-writ-spiffe-id': 'spiffe://writ.local/forged', cookie: 'a=b' } });
     assert.equal(r.status, 200, r.raw);
