@@ -134,7 +134,8 @@ export async function runProxyBench(runs = Number(process.env.WRIT_BENCH_RUNS ??
   const paced: Record<keyof typeof ports, Load[]> = { bare: [], writ: [], cached: [] };
   // Alternate within each run so drift hits all of them.
   for (let i = 0; i < runs; i++) {
-    for (const k of ['bare', 'writ', 'cached'] as const) sat[k].push(await load(ports[k], headers, ms));
+    // Reverse the order every other run so no proxy always follows the same one.
+    for (const k of i % 2 === 0 ? (['bare', 'writ', 'cached'] as const) : (['cached', 'writ', 'bare'] as const)) sat[k].push(await load(ports[k], headers, ms));
     const [pb, pw, pc] = await pacedLoad([barePort, writPort, cachedPort], headers, ms, rate);
     if (pb === undefined || pw === undefined || pc === undefined) throw new Error('the paced load answered too few figures');
     paced.bare.push(pb);
@@ -156,6 +157,14 @@ export async function runProxyBench(runs = Number(process.env.WRIT_BENCH_RUNS ??
   const bareP50 = await med(paced.bare, (l) => l.p50Ms);
   const writP50 = await med(paced.writ, (l) => l.p50Ms);
   const cachedP50 = await med(paced.cached, (l) => l.p50Ms);
+  // Throughput ratios per run (a proxy against the bare one measured seconds apart), then their median:
+  // steadier than a ratio of medians when the neighbours' load moves between runs.
+  const pairedRatio = (xs: Load[]) => {
+    const r = xs.map((x, i) => x.rps / (sat.bare[i]?.rps ?? Infinity)).sort((a, b) => a - b);
+    return r[Math.floor(r.length / 2)] ?? 0;
+  };
+  const writRatio = pairedRatio(sat.writ);
+  const cachedRatio = pairedRatio(sat.cached);
   const errors = [...sat.writ, ...paced.writ].reduce((n, x) => n + x.errors, 0);
   const cachedErrors = [...sat.cached, ...paced.cached].reduce((n, x) => n + x.errors, 0);
 
@@ -184,7 +193,7 @@ export async function runProxyBench(runs = Number(process.env.WRIT_BENCH_RUNS ??
     // The goals are judged on the shipped default (decision cache 1 s, invalidated by revocations and policy changes);
     // the cache-off figures (the PDP evaluates every request) are reported beside them.
     goals: [
-      { text: `throughput ratio >= 0.7 with the default decision cache (measured ${(fCached.ratio ?? 0).toFixed(3)}; cache off, a PDP evaluation per request: ${(fWrit.ratio ?? 0).toFixed(3)})`, met: (fCached.ratio ?? 0) >= 0.7 },
+      { text: `throughput ratio >= 0.7 with the default decision cache (median of per-run ratios ${cachedRatio.toFixed(3)}, ratio of medians ${(fCached.ratio ?? 0).toFixed(3)}; cache off, a PDP evaluation per request: ${writRatio.toFixed(3)} / ${(fWrit.ratio ?? 0).toFixed(3)})`, met: cachedRatio >= 0.7 },
       { text: `added p99 latency <= 2 ms at ${rate} req/s over 50 connections with the default decision cache (measured ${(cachedP99.median - bareP99.median).toFixed(2)} ms; cache off ${added.toFixed(2)} ms; added p50 ${(cachedP50.median - bareP50.median).toFixed(2)} / ${(writP50.median - bareP50.median).toFixed(2)} ms; saturated, cache off ${(writSatP99.median - bareSatP99.median).toFixed(2)} ms)`, met: cachedP99.median - bareP99.median <= 2 },
     ],
   };
