@@ -479,3 +479,61 @@ describe('writ proxy with the bundle missing', () => {
     }
   });
 });
+
+describe('writ proxy with its serving SVID in files', () => {
+  it('serves the files and picks up rewritten ones without a restart', async () => {
+    const w = await startWrit({ policies: POLICIES });
+    const dir = mkdtempSync(join(tmpdir(), 'writ-proxy-files-'));
+    const up = createServer((_q, s) => s.end('ok'));
+    const upPort = await listen(up);
+    let c: ChildProcess | undefined;
+    const writeSvid = async (): Promise<string> => {
+      const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+      const s = await w.s.server.identity.ca.issueX509Svid({ spiffeId: PROXY_ID, publicKey: publicKey.export({ format: 'pem', type: 'spki' }).toString(), dnsNames: ['localhost'], ttlMs: 600_000 });
+      // As `writ svid fetch --watch` does: the key first, then the certificate.
+      writeFileSync(join(dir, 'svid_key.pem'), privateKey.export({ format: 'pem', type: 'pkcs8' }).toString(), { mode: 0o600 });
+      writeFileSync(join(dir, 'svid.pem'), certificatesToPem(s.chain));
+      return s.serialNumber.toLowerCase();
+    };
+    try {
+      writeFileSync(join(dir, 'bundle.pem'), (await w.s.call('GET', '/bundle.pem', { token: null })).text);
+      const first = await writeSvid();
+      writeFileSync(join(dir, 'proxy.json'), JSON.stringify({
+        listen: '127.0.0.1:0',
+        tls: { svid: { source: 'files', certFile: join(dir, 'svid.pem'), keyFile: join(dir, 'svid_key.pem') }, clientCert: 'require' },
+        upstreams: { up: { url: `http://127.0.0.1:${upPort}` } },
+        routes: [{ name: 'hello', methods: ['GET'], path: '/hello', resource: 'hello.test{path}', upstream: 'up', auth: ['mtls'] }],
+      }));
+      c = spawn(process.execPath, [WRIT, 'proxy', '--config', join(dir, 'proxy.json'), '--server', w.s.url, '--token-file', w.tokenFile], { stdio: ['ignore', 'pipe', 'pipe'], env: { PATH: process.env.PATH ?? '/usr/bin:/bin' } });
+      let o = '';
+      c.stderr?.on('data', (d: Buffer) => (o += d.toString()));
+      const p = await until('writ proxy to listen', async () => {
+        const m = /listening on [^\s]+:(\d+)/.exec(o);
+        return m === null ? undefined : Number(m[1]);
+      });
+      const serial = () => new Promise<string>((ok, fail) => {
+        const s = tlsConnect({ host: '127.0.0.1', port: p, servername: 'localhost', ca: readFileSync(join(dir, 'bundle.pem')) }, () => {
+          ok(s.getPeerX509Certificate()?.serialNumber.toLowerCase() ?? '');
+          s.end();
+        });
+        s.on('error', fail);
+      });
+      assert.equal(await serial(), first);
+      // clientCert `require`: a bearer-less, certificate-less request is refused before any route logic.
+      const { stdout } = await run('curl', ['-sS', '--cacert', join(dir, 'bundle.pem'), `https://localhost:${p}/hello`]);
+      assert.equal(JSON.parse(stdout).message, 'this listener requires an X.509-SVID (mTLS)');
+      const next = await writeSvid();
+      await until('the rewritten SVID to be served', async () => ((await serial()) === next ? true : undefined));
+      assert.match(o, /"updated":"serving SVID files changed"/);
+    } finally {
+      if (c !== undefined && c.exitCode === null) {
+        const gone = new Promise((r) => c?.once('exit', r));
+        c.kill('SIGTERM');
+        await gone;
+      }
+      await new Promise<void>((r) => up.close(() => r()));
+      await w.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
