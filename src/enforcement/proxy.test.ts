@@ -52,12 +52,12 @@ class View {
   }
 }
 
-function get(port: number, path: string, token: string): Promise<{ status: number; headers: IncomingHttpHeaders; body: any }> {
+function get(port: number, path: string, token: string): Promise<{ status: number; headers: IncomingHttpHeaders; body: { code?: string } }> {
   return new Promise((ok, fail) => {
     const req = request({ host: '127.0.0.1', port, path, agent: false, headers: { host: 'hello.test', authorization: `Bearer ${token}` } }, (res) => {
       let t = '';
       res.on('data', (c: Buffer) => (t += c.toString()));
-      res.on('end', () => ok({ status: res.statusCode ?? 0, headers: res.headers, body: t.startsWith('{') ? JSON.parse(t) : t }));
+      res.on('end', () => ok({ status: res.statusCode ?? 0, headers: res.headers, body: t.startsWith('{') ? (JSON.parse(t) as { code?: string }) : {} }));
     });
     req.on('error', fail);
     req.end();
@@ -75,6 +75,7 @@ describe('IdentityProxy pipeline', () => {
   let allowed = '';
   let other = '';
   let reached = 0;
+  let lastUrl: string | undefined;
 
   before(async () => {
     const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
@@ -87,8 +88,9 @@ describe('IdentityProxy pipeline', () => {
     const engine = new PolicyEngine({ clock, audit });
     await engine.loadFrom(() => readPolicyFolder(POLICIES));
     pdp = new CountingPdp(new LocalPdp({ decider: new Decider({ engine, audit, clock, cacheEntries: 0 }), schemaInfo: () => engine.active?.schemaInfo }));
-    upstream = createServer((_q, s) => {
+    upstream = createServer((q, s) => {
       reached++;
+      lastUrl = q.url;
       s.end('ok');
     });
     await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', () => r()));
@@ -120,6 +122,12 @@ describe('IdentityProxy pipeline', () => {
     assert.equal(denied.body.code, 'ERR_ENFORCE_DENIED');
     assert.equal(pdp.calls, 2);
     assert.equal(proxy.decisionCacheSize, 2);
+  });
+
+  it('forwards the path it decided, not a spelling the upstream could resolve differently', async () => {
+    const r = await get(port, '/x/../hello?a=1', allowed);
+    assert.equal(r.status, 200);
+    assert.equal(lastUrl, '/hello?a=1');
   });
 
   it('a policy change drops every decision', async () => {

@@ -444,7 +444,8 @@ export class IdentityProxy {
     if (route.cfg.auditAllowSampleRate > 0 && (route.cfg.auditAllowSampleRate >= 1 || this.#random() < route.cfg.auditAllowSampleRate)) {
       this.#audit(true, req, route, caller, { decisionId: d.decisionId, path, host, status: 0, cached: d.cached, injected: injected !== undefined });
     }
-    this.#forward(req, res, route, caller, d.decisionId, injected, started);
+    // The upstream gets the path that was decided (dot segments resolved), never a spelling it might resolve differently.
+    this.#forward(req, res, route, caller, d.decisionId, injected, started, q === -1 ? path : `${path}${url.slice(q)}`);
   }
 
   #unauthenticated(route: CompiledRoute, f: AuthFailure): Denial {
@@ -511,7 +512,7 @@ export class IdentityProxy {
     route?.duration.observe((performance.now() - started) / 1000);
   }
 
-  #forward(req: IncomingMessage, res: ServerResponse, route: CompiledRoute, caller: ProxyCaller, decisionId: string, injected: { header: string; value: string } | undefined, started: number): void {
+  #forward(req: IncomingMessage, res: ServerResponse, route: CompiledRoute, caller: ProxyCaller, decisionId: string, injected: { header: string; value: string } | undefined, started: number, target: string): void {
     const up = route.upstream;
     const out: OutgoingHttpHeaders = {};
     const raw = req.headers;
@@ -536,7 +537,7 @@ export class IdentityProxy {
     if (raw.host !== undefined) out['x-forwarded-host'] = raw.host;
     if (injected !== undefined) out[injected.header] = injected.value;
     const inj = this.#o.injector;
-    const upReq = request({ host: up.host, port: up.port, method: req.method, path: req.url, headers: out, agent: up.agent, timeout: up.cfg.timeoutMs }, (upRes) => {
+    const upReq = request({ host: up.host, port: up.port, method: req.method, path: target, headers: out, agent: up.agent, timeout: up.cfg.timeoutMs }, (upRes) => {
       const back: OutgoingHttpHeaders = {};
       for (const k in upRes.headers) {
         const v = upRes.headers[k];
