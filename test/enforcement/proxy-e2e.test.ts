@@ -433,6 +433,29 @@ describe('writ proxy --config (mTLS, DPoP, injection, revocation, fail closed)',
     }
   });
 
+  it('a Writ access token revoked by its jti on the stream is refused', async () => {
+    const res = await fetch(`${w.s.url}/oauth2/token`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange', subject_token: await jwt(ALLOWED, issuer), subject_token_type: 'urn:ietf:params:oauth:token-type:jwt', audience: 'writ-proxy' }),
+    });
+    const tok = (await res.json()) as { access_token: string; token_type: string };
+    assert.equal(tok.token_type, 'Bearer');
+    const ok = await curl('/hello', { headers: { authorization: `Bearer ${tok.access_token}` } });
+    assert.equal(ok.status, 200, ok.raw);
+    const jti = String(decodeJwt(tok.access_token).jti);
+    const r = await w.s.call('POST', '/admin/v1/revocations', { body: { kind: 'token-revoked', tokenId: jti, reason: 'credential-compromised' } });
+    assert.equal(r.status, 201, r.text);
+    const refused = await until('the revocation to arrive', async () => {
+      const x = await curl('/hello', { headers: { authorization: `Bearer ${tok.access_token}` } });
+      return x.status === 200 ? undefined : x;
+    });
+    assert.equal(refused.status, 401);
+    assert.equal(JSON.parse(refused.body).code, 'ERR_ENFORCE_CREDENTIAL_REVOKED');
+    // The same caller with another credential is not affected.
+    assert.equal((await curl('/hello', { headers: { authorization: `Bearer ${await jwt(ALLOWED, 'writ-proxy')}` } })).status, 200);
+  });
+
   it('fails closed with the server down: a cold decision is denied, then everything once the revocation view is stale', async () => {
     const me = await clientSvid('client', ALLOWED);
     const before = seenHello.length + seenLegacy.length;
