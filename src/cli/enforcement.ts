@@ -358,13 +358,19 @@ const proxy: Command = {
     const material = (): ProxyTlsMaterial | undefined => (serving === undefined ? undefined : { ...serving, ca: bundlePem(lastBundle) });
 
     let instance: IdentityProxy | undefined;
+    let loggedAt = -1;
     const revocations = new RevocationStreamClient({
       url: c.server,
       token: c.token,
       clock,
       stalenessMs: cfg.revocationMaxStalenessMs,
       onEvent: (e) => instance?.onRevocation(e),
-      onError: () => undefined,
+      // One line per outage, not per retry; past the staleness bound every request is denied anyway.
+      onError: (e) => {
+        if (revocations.connects === loggedAt) return;
+        loggedAt = revocations.connects;
+        io.err(JSON.stringify({ msg: 'revocations', error: `revocation stream unavailable, retrying: ${e instanceof Error ? e.message.slice(0, 200) : 'unknown'}` }));
+      },
     });
     const tlsMaterial = material();
     const p = new IdentityProxy({
