@@ -229,7 +229,7 @@ export class ProxyAuthenticator {
         if (scheme === 'DPoP') return failure('ERR_ENFORCE_DPOP_INVALID', 'the DPoP scheme carries a token that is not a DPoP-bound access token', 'DPoP', 'invalid_token');
         return this.#jwtSvid(token);
       }
-      return this.#accessToken(token, scheme, c, tlsResult === undefined ? undefined : this.#tls.get(c.tls as TLSSocket)?.x5t);
+      return this.#accessToken(token, scheme, c, tlsResult === undefined || c.tls === undefined ? undefined : this.#tls.get(c.tls)?.x5t);
     }
     if (tlsResult !== undefined) {
       if (!modes.includes('mtls')) return failure('ERR_ENFORCE_AUTH_MODE', `this route does not accept mTLS callers (accepts: ${modes.join(', ')})`);
