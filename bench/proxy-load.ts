@@ -10,7 +10,8 @@
  *   benchmarks report it. Latency is from sending a request to the end of its
  *   answer.
  * argv[2]: JSON {port | ports, path, conns, ms, headers, rate?}.
- * Prints {requests, rps, p50Ms, p99Ms, errors}, or an array of them per port.
+ * Prints {requests, rps, p50Ms, p99Ms, errors}, or an array of them per port
+ * (paced runs add every latency, `latMs`, so runs can be pooled).
  */
 import { Agent, request } from 'node:http';
 
@@ -63,7 +64,7 @@ const took = performance.now() - start;
 const stats = lat.map((l, t) => {
   l.sort((a, b) => a - b);
   const q = (p: number) => l[Math.min(l.length - 1, Math.floor(p * l.length))] ?? 0;
-  return { requests: l.length, rps: (l.length * 1000) / took, p50Ms: q(0.5), p99Ms: q(0.99), errors: errors[t] ?? 0 };
+  return { requests: l.length, rps: (l.length * 1000) / took, p50Ms: q(0.5), p99Ms: q(0.99), errors: errors[t] ?? 0, ...(o.rate === undefined ? {} : { latMs: l.map((x) => Math.round(x * 100) / 100) }) };
 });
 process.stdout.write(JSON.stringify(o.ports === undefined ? stats[0] : stats));
 for (const a of agents) a.destroy();
