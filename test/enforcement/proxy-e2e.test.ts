@@ -456,6 +456,21 @@ describe('writ proxy --config (mTLS, DPoP, injection, revocation, fail closed)',
     assert.equal((await curl('/hello', { headers: { authorization: `Bearer ${await jwt(ALLOWED, 'writ-proxy')}` } })).status, 200);
   });
 
+  it('a policy-changed signal on the stream drops the decision cache', async () => {
+    const me = await clientSvid('client', ALLOWED);
+    const misses = async () => Number(/writ_proxy_cache_lookups\{cache="decision",result="miss"\} (\d+)/.exec(await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text())?.[1]);
+    assert.equal((await curl('/hello', { cert: me })).status, 200);
+    const m0 = await misses();
+    assert.equal((await curl('/hello', { cert: me })).status, 200);
+    assert.equal(await misses(), m0, 'the repeat came from the decision cache');
+    const r = await w.s.call('POST', '/admin/v1/signals', { body: { type: 'policy-changed', subject: 'enforcement-tests', policyVersion: 'v2' } });
+    assert.equal(r.status < 300, true, r.text);
+    await until('the decision cache to be dropped', async () => {
+      assert.equal((await curl('/hello', { cert: me })).status, 200);
+      return (await misses()) > m0 ? true : undefined;
+    });
+  });
+
   it('fails closed with the server down: a cold decision is denied, then everything once the revocation view is stale', async () => {
     const me = await clientSvid('client', ALLOWED);
     const before = seenHello.length + seenLegacy.length;
