@@ -47,7 +47,7 @@ interface Curl {
   raw: string;
 }
 
-async function until<T>(what: string, f: () => Promise<T | undefined>, ms = 20_000): Promise<T> {
+async function until<T>(what: string, f: () => Promise<T | undefined>, ms = 45_000): Promise<T> {
   const end = Date.now() + ms;
   for (;;) {
     const v = await f();
@@ -173,7 +173,7 @@ describe('writ proxy --config (mTLS, DPoP, injection, revocation, fail closed)',
       workloadApiSocket: `unix://${f('agent.sock')}`,
       tls: { svid: { source: 'workload-api' }, clientCert: 'request' },
       pdp: { cacheTtlMs: 60_000 },
-      revocations: { maxStalenessMs: 3000 },
+      revocations: { maxStalenessMs: 5000 },
       upstreams: { hello: { url: `http://127.0.0.1:${helloPort}` }, legacy: { url: `http://127.0.0.1:${legacyPort}` } },
       routes: [
         { name: 'hello', methods: ['GET'], path: '/hello', resource: 'hello.test{path}', upstream: 'hello', auth: ['mtls', 'jwt-svid', 'access-token'] },
