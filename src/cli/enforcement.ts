@@ -9,7 +9,8 @@
  *   API or files, the bundle and revocations from the server.
  */
 import * as grpc from '@grpc/grpc-js';
-import { appendFileSync, existsSync, readFileSync, unwatchFile, watchFile } from 'node:fs';
+import { existsSync, readFileSync, unwatchFile, watchFile } from 'node:fs';
+import { appendFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import type { Server } from 'node:http';
 import { certificatesToPem } from '../identity/index.ts';
@@ -148,7 +149,7 @@ const extAuthz: Command = {
  * in the background so a request never waits for the disk. Appends to `file`
  * (continuing its chain) or writes to stderr.
  */
-function jsonlAuditSink(file: string | undefined, io: Io): AuditSink & { flush(): void } {
+function jsonlAuditSink(file: string | undefined, io: Io): AuditSink & { flush(): Promise<void> } {
   let seq = 0;
   let prev = GENESIS_HASH;
   if (file !== undefined && existsSync(file)) {
@@ -168,13 +169,16 @@ function jsonlAuditSink(file: string | undefined, io: Io): AuditSink & { flush()
   }
   let buf: string[] = [];
   let scheduled = false;
-  const flush = () => {
+  let writing: Promise<void> = Promise.resolve();
+  const flush = (): Promise<void> => {
     scheduled = false;
-    if (buf.length === 0) return;
+    if (buf.length === 0) return writing;
     const text = buf.join('');
     buf = [];
     if (file === undefined) io.err(text.trimEnd());
-    else appendFileSync(file, text, { mode: 0o600 });
+    // INVARIANT: batches are appended in order, one at a time, so the file's chain stays in sequence.
+    else writing = writing.then(() => appendFile(file, text, { mode: 0o600 })).catch((e: unknown) => io.err(JSON.stringify({ msg: 'audit', error: `cannot append to ${file}: ${(e as Error).message}` })));
+    return writing;
   };
   return {
     flush,
@@ -187,7 +191,7 @@ function jsonlAuditSink(file: string | undefined, io: Io): AuditSink & { flush()
       buf.push(`${JSON.stringify(record)}\n`);
       if (!scheduled) {
         scheduled = true;
-        setTimeout(flush, 20).unref();
+        setTimeout(() => void flush(), 20).unref();
       }
       return record;
     },
@@ -358,13 +362,19 @@ const proxy: Command = {
     const material = (): ProxyTlsMaterial | undefined => (serving === undefined ? undefined : { ...serving, ca: bundlePem(lastBundle) });
 
     let instance: IdentityProxy | undefined;
+    let loggedAt = -1;
     const revocations = new RevocationStreamClient({
       url: c.server,
       token: c.token,
       clock,
       stalenessMs: cfg.revocationMaxStalenessMs,
       onEvent: (e) => instance?.onRevocation(e),
-      onError: () => undefined,
+      // One line per outage, not per retry; past the staleness bound every request is denied anyway.
+      onError: (e) => {
+        if (revocations.connects === loggedAt) return;
+        loggedAt = revocations.connects;
+        io.err(JSON.stringify({ msg: 'revocations', error: `revocation stream unavailable, retrying: ${e instanceof Error ? e.message.slice(0, 200) : 'unknown'}` }));
+      },
     });
     const tlsMaterial = material();
     const p = new IdentityProxy({
@@ -442,8 +452,7 @@ const proxy: Command = {
         workload?.close();
         metricsServer?.close();
         metricsServer?.closeAllConnections();
-        audit.flush();
-        void p.close().then(() => done());
+        void Promise.all([p.close(), audit.flush()]).then(() => done());
       };
       process.once('SIGTERM', stop);
       process.once('SIGINT', stop);

@@ -219,7 +219,9 @@ export class ProxyAuthenticator {
       if (m === null) return failure('ERR_ENFORCE_CREDENTIAL_INVALID', 'the authorization header is not a bearer or DPoP token', 'Bearer', 'invalid_request');
       const scheme = (m[1] ?? '').toLowerCase() === 'dpop' ? 'DPoP' : 'Bearer';
       const token = m[2] ?? '';
-      const isAccessToken = typOf(token) === 'at+jwt';
+      // A cached token already says what it is; only a new one is decoded to find out.
+      const known = this.#tokens.get(token)?.caller.method;
+      const isAccessToken = known === undefined ? typOf(token) === 'at+jwt' : known === 'access-token';
       const mode: AuthMode = isAccessToken ? 'access-token' : 'jwt-svid';
       if (!modes.includes(mode)) return failure('ERR_ENFORCE_AUTH_MODE', `this route does not accept ${isAccessToken ? 'access tokens' : 'JWT-SVIDs'} (accepts: ${modes.join(', ')})`, scheme, 'invalid_token');
       if (!isAccessToken) {
@@ -227,7 +229,7 @@ export class ProxyAuthenticator {
         if (scheme === 'DPoP') return failure('ERR_ENFORCE_DPOP_INVALID', 'the DPoP scheme carries a token that is not a DPoP-bound access token', 'DPoP', 'invalid_token');
         return this.#jwtSvid(token);
       }
-      return this.#accessToken(token, scheme, c, tlsResult === undefined ? undefined : this.#tls.get(c.tls as TLSSocket)?.x5t);
+      return this.#accessToken(token, scheme, c, tlsResult === undefined || c.tls === undefined ? undefined : this.#tls.get(c.tls)?.x5t);
     }
     if (tlsResult !== undefined) {
       if (!modes.includes('mtls')) return failure('ERR_ENFORCE_AUTH_MODE', `this route does not accept mTLS callers (accepts: ${modes.join(', ')})`);

@@ -3,15 +3,22 @@ import assert from 'node:assert/strict';
 import { compilePathTemplate, matchPath, parseProxyConfig } from './proxy-config.ts';
 import { enforcementErrors } from './errors.ts';
 
-const base = () => ({
+/** A configuration document as a test edits it: plain JSON. */
+type Doc = { [k: string]: unknown };
+type RouteDoc = Doc & { auth?: unknown; methods?: unknown; path?: unknown; resource?: unknown; upstream?: unknown; inject?: unknown; stripCookies?: unknown; auditAllowSampleRate?: unknown };
+type ConfigDoc = Doc & { upstreams: { orders: Doc }; routes: RouteDoc[] };
+
+const base = (): ConfigDoc => ({
   listen: '127.0.0.1:8443',
   upstreams: { orders: { url: 'http://127.0.0.1:8080' } },
   routes: [{ name: 'orders-read', methods: ['GET'], path: '/orders/{id}', resource: 'orders/{id}', upstream: 'orders', auth: ['jwt-svid'] }],
 });
 
-function rejects(mutate: (c: any) => void, message: string): void {
-  const c: any = base();
-  mutate(c);
+function rejects(mutate: (c: ConfigDoc, route: RouteDoc) => void, message: string): void {
+  const c = base();
+  const route = c.routes[0];
+  if (route === undefined) throw new TypeError('the base config has a route');
+  mutate(c, route);
   assert.throws(() => parseProxyConfig(c), (e: unknown) => {
     assert.ok(enforcementErrors.is(e, 'ERR_ENFORCE_PROXY_CONFIG'), String(e));
     assert.equal((e as Error).message, message);
@@ -52,21 +59,21 @@ describe('proxy config', () => {
     rejects((c) => (c.trustDomain = 'Bad Domain'), 'proxy config `trustDomain`: `Bad Domain` is not a SPIFFE trust domain name');
     rejects((c) => (c.upstreams.orders.url = 'http://127.0.0.1:8080/base'), 'proxy config `upstreams.orders.url`: must be `http://host:port` without path, query or credentials');
     rejects((c) => (c.pdp = { cacheTtlMs: -1 }), 'proxy config `pdp.cacheTtlMs`: must be a whole number from 0 to 300000');
-    rejects((c) => (c.routes[0].upstream = 'billing'), 'proxy config `routes[0].upstream`: names no upstream (have: orders)');
-    rejects((c) => (c.routes[0].auth = ['password']), 'proxy config `routes[0].auth[0]`: must be `mtls`, `jwt-svid` or `access-token`');
-    rejects((c) => (c.routes[0].auth = ['mtls']), 'proxy config `routes[0].auth`: `mtls` needs the top-level `tls` section');
-    rejects((c) => (c.routes[0].methods = ['get']), 'proxy config `routes[0].methods[0]`: must be an upper-case HTTP method');
-    rejects((c) => (c.routes[0].path = '/orders/{id}/{id}'), 'proxy config `routes[0].path`: parameter `{id}` appears twice');
-    rejects((c) => (c.routes[0].path = '/files/{rest*}/x'), 'proxy config `routes[0].path`: `{rest*}` must be the last segment');
-    rejects((c) => (c.routes[0].path = '/a/../b'), 'proxy config `routes[0].path`: segment `..` is not a literal path segment or a `{name}` parameter');
-    rejects((c) => (c.routes[0].resource = 'orders/{order}'), 'proxy config `routes[0].resource`: `{order}` is neither `{host}`, `{path}` nor a parameter of the path');
-    rejects((c) => (c.routes[0].auditAllowSampleRate = 2), 'proxy config `routes[0].auditAllowSampleRate`: must be a number from 0 to 1');
-    rejects((c) => (c.routes[0].inject = { source: 'vault' }), 'proxy config `routes[0].inject.source`: must be `exchange` (a short-lived token from the Writ broker) or `static` (an exception\'s secret)');
-    rejects((c) => (c.routes[0].inject = { source: 'exchange' }), 'proxy config `routes[0].inject.audience`: is required');
-    rejects((c) => (c.routes[0].inject = { source: 'static', secretFile: '/s', header: 'x-writ-spiffe-id' }), 'proxy config `routes[0].inject.header`: `x-writ-spiffe-id` carries identity or framing and cannot hold an injected credential');
-    rejects((c) => (c.routes[0].inject = { source: 'static', secretFile: '/s', format: 'basic' }), 'proxy config `routes[0].inject.username`: is required with format `basic`');
-    rejects((c) => (c.routes[0].stripCookies = ['a b']), 'proxy config `routes[0].stripCookies[0]`: is not a cookie name');
-    rejects((c) => c.routes.push({ ...c.routes[0] }), 'proxy config `routes[1].name`: `orders-read` is used by an earlier route');
+    rejects((_c, r) => (r.upstream = 'billing'), 'proxy config `routes[0].upstream`: names no upstream (have: orders)');
+    rejects((_c, r) => (r.auth = ['password']), 'proxy config `routes[0].auth[0]`: must be `mtls`, `jwt-svid` or `access-token`');
+    rejects((_c, r) => (r.auth = ['mtls']), 'proxy config `routes[0].auth`: `mtls` needs the top-level `tls` section');
+    rejects((_c, r) => (r.methods = ['get']), 'proxy config `routes[0].methods[0]`: must be an upper-case HTTP method');
+    rejects((_c, r) => (r.path = '/orders/{id}/{id}'), 'proxy config `routes[0].path`: parameter `{id}` appears twice');
+    rejects((_c, r) => (r.path = '/files/{rest*}/x'), 'proxy config `routes[0].path`: `{rest*}` must be the last segment');
+    rejects((_c, r) => (r.path = '/a/../b'), 'proxy config `routes[0].path`: segment `..` is not a literal path segment or a `{name}` parameter');
+    rejects((_c, r) => (r.resource = 'orders/{order}'), 'proxy config `routes[0].resource`: `{order}` is neither `{host}`, `{path}` nor a parameter of the path');
+    rejects((_c, r) => (r.auditAllowSampleRate = 2), 'proxy config `routes[0].auditAllowSampleRate`: must be a number from 0 to 1');
+    rejects((_c, r) => (r.inject = { source: 'vault' }), 'proxy config `routes[0].inject.source`: must be `exchange` (a short-lived token from the Writ broker) or `static` (an exception\'s secret)');
+    rejects((_c, r) => (r.inject = { source: 'exchange' }), 'proxy config `routes[0].inject.audience`: is required');
+    rejects((_c, r) => (r.inject = { source: 'static', secretFile: '/s', header: 'x-writ-spiffe-id' }), 'proxy config `routes[0].inject.header`: `x-writ-spiffe-id` carries identity or framing and cannot hold an injected credential');
+    rejects((_c, r) => (r.inject = { source: 'static', secretFile: '/s', format: 'basic' }), 'proxy config `routes[0].inject.username`: is required with format `basic`');
+    rejects((_c, r) => (r.stripCookies = ['a b']), 'proxy config `routes[0].stripCookies[0]`: is not a cookie name');
+    rejects((c, r) => c.routes.push({ ...r }) as unknown as void, 'proxy config `routes[1].name`: `orders-read` is used by an earlier route');
     rejects((c) => (c.tls = { svid: { source: 'files', certFile: 'c.pem' } }), 'proxy config `tls.svid.keyFile`: is required');
   });
 

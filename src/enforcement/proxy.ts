@@ -96,9 +96,30 @@ interface Denial {
 }
 
 interface CacheEntry {
+  /** The PDP's answer, marked `cached`. */
   readonly decision: PdpDecision;
   readonly subject: string;
   readonly expiresAt: number;
+}
+
+// Decision ids come from a pooled random buffer: one syscall per 256 requests, not one per request.
+let idPool = Buffer.alloc(0);
+let idAt = 0;
+function newDecisionId(): string {
+  if (idAt + 16 > idPool.length) {
+    idPool = randomBytes(4096);
+    idAt = 0;
+  }
+  idAt += 16;
+  return idPool.toString('hex', idAt - 16, idAt);
+}
+
+/** A path the URL parser would not change: no dot segment, no `//`, no escapes. */
+const PLAIN_PATH = /^\/[A-Za-z0-9\-_~/.]*$/;
+
+function normalized(url: string, rawPath: string): string | undefined {
+  if (PLAIN_PATH.test(rawPath) && !rawPath.includes('/.') && !rawPath.includes('//')) return rawPath;
+  return normalizePath(url);
 }
 
 const KEBAB = (code: string) => code.replace(/^ERR_ENFORCE_/, '').toLowerCase().replace(/_/g, '-');
@@ -283,27 +304,28 @@ export class IdentityProxy {
     }
   }
 
-  async #decide(access: AccessRequest, key: string, subject: string, correlationId: string): Promise<PdpDecision> {
+  // INVARIANT: `key` holds every input of the AuthZEN request `access()` builds, so a hit answers the same question.
+  async #decide(access: () => AccessRequest, key: string, subject: string, correlationId: string): Promise<PdpDecision> {
     const ttl = this.#o.config.pdp.cacheTtlMs;
     if (ttl > 0) {
       const hit = this.#decisions.get(key);
       if (hit !== undefined) {
         if (hit.expiresAt > this.#o.clock.nowMs()) {
           this.#decisionHits++;
-          return { ...hit.decision, cached: true };
+          return hit.decision;
         }
         this.#decisions.delete(key);
       }
     }
     this.#decisionMisses++;
-    const d = await this.#o.pdp.evaluate(access, { correlationId });
+    const d = await this.#o.pdp.evaluate(access(), { correlationId });
     // Only answers the PDP gave are cached; a failure to ask never is.
     if (ttl > 0 && (d.allow || d.code === 'ERR_ENFORCE_DENIED')) {
       if (this.#decisions.size >= this.#o.config.pdp.cacheMaxEntries) {
         const oldest = this.#decisions.keys().next();
         if (oldest.done !== true) this.#decisions.delete(oldest.value);
       }
-      this.#decisions.set(key, { decision: d, subject, expiresAt: this.#o.clock.nowMs() + ttl });
+      this.#decisions.set(key, { decision: { ...d, cached: true }, subject, expiresAt: this.#o.clock.nowMs() + ttl });
     }
     return d;
   }
@@ -312,19 +334,19 @@ export class IdentityProxy {
     const started = performance.now();
     this.#pipeline(req, res, started).catch(() => {
       // Never reached by design; if it is, the answer is still a deny.
-      if (!res.headersSent) this.#deny(req, res, undefined, undefined, { status: 403, code: 'ERR_ENFORCE_REQUEST_INVALID', reason: 'the request could not be processed' }, randomBytes(16).toString('hex'), started);
+      if (!res.headersSent) this.#deny(req, res, undefined, undefined, { status: 403, code: 'ERR_ENFORCE_REQUEST_INVALID', reason: 'the request could not be processed' }, newDecisionId(), started);
       else res.destroy();
     });
   }
 
   async #pipeline(req: IncomingMessage, res: ServerResponse, started: number): Promise<void> {
     const cfg = this.#o.config;
-    const correlationId = randomBytes(16).toString('hex');
+    const correlationId = newDecisionId();
     const method = req.method ?? '';
     const url = req.url ?? '';
     const q = url.indexOf('?');
     const rawPath = q === -1 ? url : url.slice(0, q);
-    const path = normalizePath(url);
+    const path = normalized(url, rawPath);
     if (path === undefined || !/^[A-Z]{1,16}$/.test(method)) {
       this.#deny(req, res, undefined, undefined, { status: 403, code: 'ERR_ENFORCE_REQUEST_INVALID', reason: 'the request method or path cannot be mapped to a route' }, correlationId, started);
       return;
@@ -386,7 +408,7 @@ export class IdentityProxy {
       else resource += params[p.slice(1, -1)] ?? '';
     }
     const key = `${caller.spiffeId}\n${caller.method}\n${caller.senderConstrained ? 1 : 0}\n${action}\n${resource}\n${method}\n${path}\n${host}`;
-    const access: AccessRequest = {
+    const access = (): AccessRequest => ({
       subject: { type: 'workload', id: caller.spiffeId },
       action: { name: action },
       resource: { type: 'resource', id: resource },
@@ -394,7 +416,7 @@ export class IdentityProxy {
         http: { method, path, ...(host === '' ? {} : { host }) },
         authn: { method: caller.method, senderConstrained: caller.senderConstrained },
       },
-    };
+    });
     const d = await this.#decide(access, key, caller.spiffeId, correlationId);
     if (!d.allow) {
       const code = d.code ?? 'ERR_ENFORCE_DENIED';
@@ -422,7 +444,8 @@ export class IdentityProxy {
     if (route.cfg.auditAllowSampleRate > 0 && (route.cfg.auditAllowSampleRate >= 1 || this.#random() < route.cfg.auditAllowSampleRate)) {
       this.#audit(true, req, route, caller, { decisionId: d.decisionId, path, host, status: 0, cached: d.cached, injected: injected !== undefined });
     }
-    this.#forward(req, res, route, caller, d.decisionId, injected, started);
+    // The upstream gets the path that was decided (dot segments resolved), never a spelling it might resolve differently.
+    this.#forward(req, res, route, caller, d.decisionId, injected, started, q === -1 ? path : `${path}${url.slice(q)}`);
   }
 
   #unauthenticated(route: CompiledRoute, f: AuthFailure): Denial {
@@ -489,7 +512,7 @@ export class IdentityProxy {
     route?.duration.observe((performance.now() - started) / 1000);
   }
 
-  #forward(req: IncomingMessage, res: ServerResponse, route: CompiledRoute, caller: ProxyCaller, decisionId: string, injected: { header: string; value: string } | undefined, started: number): void {
+  #forward(req: IncomingMessage, res: ServerResponse, route: CompiledRoute, caller: ProxyCaller, decisionId: string, injected: { header: string; value: string } | undefined, started: number, target: string): void {
     const up = route.upstream;
     const out: OutgoingHttpHeaders = {};
     const raw = req.headers;
@@ -514,7 +537,7 @@ export class IdentityProxy {
     if (raw.host !== undefined) out['x-forwarded-host'] = raw.host;
     if (injected !== undefined) out[injected.header] = injected.value;
     const inj = this.#o.injector;
-    const upReq = request({ host: up.host, port: up.port, method: req.method, path: req.url, headers: out, agent: up.agent, timeout: up.cfg.timeoutMs }, (upRes) => {
+    const upReq = request({ host: up.host, port: up.port, method: req.method, path: target, headers: out, agent: up.agent, timeout: up.cfg.timeoutMs }, (upRes) => {
       const back: OutgoingHttpHeaders = {};
       for (const k in upRes.headers) {
         const v = upRes.headers[k];

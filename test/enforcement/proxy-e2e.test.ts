@@ -47,7 +47,7 @@ interface Curl {
   raw: string;
 }
 
-async function until<T>(what: string, f: () => Promise<T | undefined>, ms = 20_000): Promise<T> {
+async function until<T>(what: string, f: () => Promise<T | undefined>, ms = 45_000): Promise<T> {
   const end = Date.now() + ms;
   for (;;) {
     const v = await f();
@@ -68,6 +68,7 @@ describe('writ proxy --config (mTLS, DPoP, injection, revocation, fail closed)',
   let w: Writ;
   let dir: string;
   let wl: WorkloadApiServer;
+  let clientWl: WorkloadApiServer;
   let child: ChildProcess;
   let out = '';
   let port = 0;
@@ -140,6 +141,16 @@ describe('writ proxy --config (mTLS, DPoP, injection, revocation, fail closed)',
     };
     wl = new WorkloadApiServer({ socketPath: f('agent.sock'), source });
     await wl.start();
+    // The client's own Workload API: `writ svid fetch` writes what curl presents.
+    const { privateKey: ck, publicKey: cp } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const clientIssued = await w.s.server.identity.ca.issueX509Svid({ spiffeId: ALLOWED, publicKey: cp.export({ format: 'pem', type: 'spki' }).toString(), ttlMs: 10 * 60_000 });
+    const clientSource: WorkloadIdentitySource = {
+      ...source,
+      x509Svids: async () => ({ svids: [{ spiffeId: ALLOWED, certChainDer: [...clientIssued.chain], privateKeyPkcs8Der: new Uint8Array(ck.export({ format: 'der', type: 'pkcs8' })), bundleDer }], federatedBundles: new Map() }),
+      subscribe: () => () => undefined,
+    };
+    clientWl = new WorkloadApiServer({ socketPath: f('client-agent.sock'), source: clientSource });
+    await clientWl.start();
 
     hello = createServer((req, res) => {
       seenHello.push({ url: req.url, headers: req.headers });
@@ -162,7 +173,7 @@ describe('writ proxy --config (mTLS, DPoP, injection, revocation, fail closed)',
       workloadApiSocket: `unix://${f('agent.sock')}`,
       tls: { svid: { source: 'workload-api' }, clientCert: 'request' },
       pdp: { cacheTtlMs: 60_000 },
-      revocations: { maxStalenessMs: 3000 },
+      revocations: { maxStalenessMs: 5000 },
       upstreams: { hello: { url: `http://127.0.0.1:${helloPort}` }, legacy: { url: `http://127.0.0.1:${legacyPort}` } },
       routes: [
         { name: 'hello', methods: ['GET'], path: '/hello', resource: 'hello.test{path}', upstream: 'hello', auth: ['mtls', 'jwt-svid', 'access-token'] },
@@ -199,13 +210,15 @@ describe('writ proxy --config (mTLS, DPoP, injection, revocation, fail closed)',
       await gone;
     }
     await wl?.stop();
+    await clientWl?.stop();
     await Promise.all([hello, legacy].map((s) => new Promise<void>((r) => (s === undefined ? r() : s.close(() => r())))));
     await w?.stop().catch(() => undefined);
     if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
   });
 
-  it('curl with an X.509-SVID is allowed; the upstream gets the identity headers and no client credential', async () => {
-    const me = await clientSvid('client', ALLOWED);
+  it('curl with the X.509-SVID `writ svid fetch` wrote is allowed; the upstream gets the identity headers and no client credential', async () => {
+    await run(process.execPath, [WRIT, 'svid', 'fetch', '--socket', `unix://${f('client-agent.sock')}`, '--out', f('fetched')], { env: { PATH: process.env.PATH ?? '/usr/bin:/bin' } });
+    const me = { cert: join(f('fetched'), 'svid.pem'), key: join(f('fetched'), 'svid_key.pem') };
     const before = seenHello.length;
     const r = await curl('/hello?x=1', { cert: me, headers: { 'x-writ-spiffe-id': 'spiffe://writ.local/forged', cookie: 'a=b' } });
     assert.equal(r.status, 200, r.raw);
@@ -420,6 +433,44 @@ describe('writ proxy --config (mTLS, DPoP, injection, revocation, fail closed)',
     }
   });
 
+  it('a Writ access token revoked by its jti on the stream is refused', async () => {
+    const res = await fetch(`${w.s.url}/oauth2/token`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange', subject_token: await jwt(ALLOWED, issuer), subject_token_type: 'urn:ietf:params:oauth:token-type:jwt', audience: 'writ-proxy' }),
+    });
+    const tok = (await res.json()) as { access_token: string; token_type: string };
+    assert.equal(tok.token_type, 'Bearer');
+    const ok = await curl('/hello', { headers: { authorization: `Bearer ${tok.access_token}` } });
+    assert.equal(ok.status, 200, ok.raw);
+    const jti = String(decodeJwt(tok.access_token).jti);
+    const r = await w.s.call('POST', '/admin/v1/revocations', { body: { kind: 'token-revoked', tokenId: jti, reason: 'credential-compromised' } });
+    assert.equal(r.status, 201, r.text);
+    const refused = await until('the revocation to arrive', async () => {
+      const x = await curl('/hello', { headers: { authorization: `Bearer ${tok.access_token}` } });
+      return x.status === 200 ? undefined : x;
+    });
+    assert.equal(refused.status, 401);
+    assert.equal(JSON.parse(refused.body).code, 'ERR_ENFORCE_CREDENTIAL_REVOKED');
+    // The same caller with another credential is not affected.
+    assert.equal((await curl('/hello', { headers: { authorization: `Bearer ${await jwt(ALLOWED, 'writ-proxy')}` } })).status, 200);
+  });
+
+  it('a policy-changed signal on the stream drops the decision cache', async () => {
+    const me = await clientSvid('client', ALLOWED);
+    const misses = async () => Number(/writ_proxy_cache_lookups\{cache="decision",result="miss"\} (\d+)/.exec(await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text())?.[1]);
+    assert.equal((await curl('/hello', { cert: me })).status, 200);
+    const m0 = await misses();
+    assert.equal((await curl('/hello', { cert: me })).status, 200);
+    assert.equal(await misses(), m0, 'the repeat came from the decision cache');
+    const r = await w.s.call('POST', '/admin/v1/signals', { body: { type: 'policy-changed', subject: 'enforcement-tests', policyVersion: 'v2' } });
+    assert.equal(r.status < 300, true, r.text);
+    await until('the decision cache to be dropped', async () => {
+      assert.equal((await curl('/hello', { cert: me })).status, 200);
+      return (await misses()) > m0 ? true : undefined;
+    });
+  });
+
   it('fails closed with the server down: a cold decision is denied, then everything once the revocation view is stale', async () => {
     const me = await clientSvid('client', ALLOWED);
     const before = seenHello.length + seenLegacy.length;
@@ -463,6 +514,64 @@ describe('writ proxy with the bundle missing', () => {
       c.kill('SIGTERM');
       await new Promise((r) => c.once('exit', r));
       await new Promise<void>((r) => up.close(() => r()));
+    }
+  });
+});
+
+describe('writ proxy with its serving SVID in files', () => {
+  it('serves the files and picks up rewritten ones without a restart', async () => {
+    const w = await startWrit({ policies: POLICIES });
+    const dir = mkdtempSync(join(tmpdir(), 'writ-proxy-files-'));
+    const up = createServer((_q, s) => s.end('ok'));
+    const upPort = await listen(up);
+    let c: ChildProcess | undefined;
+    const writeSvid = async (): Promise<string> => {
+      const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+      const s = await w.s.server.identity.ca.issueX509Svid({ spiffeId: PROXY_ID, publicKey: publicKey.export({ format: 'pem', type: 'spki' }).toString(), dnsNames: ['localhost'], ttlMs: 600_000 });
+      // As `writ svid fetch --watch` does: the key first, then the certificate.
+      writeFileSync(join(dir, 'svid_key.pem'), privateKey.export({ format: 'pem', type: 'pkcs8' }).toString(), { mode: 0o600 });
+      writeFileSync(join(dir, 'svid.pem'), certificatesToPem(s.chain));
+      return s.serialNumber.toLowerCase();
+    };
+    try {
+      writeFileSync(join(dir, 'bundle.pem'), (await w.s.call('GET', '/bundle.pem', { token: null })).text);
+      const first = await writeSvid();
+      writeFileSync(join(dir, 'proxy.json'), JSON.stringify({
+        listen: '127.0.0.1:0',
+        tls: { svid: { source: 'files', certFile: join(dir, 'svid.pem'), keyFile: join(dir, 'svid_key.pem') }, clientCert: 'require' },
+        upstreams: { up: { url: `http://127.0.0.1:${upPort}` } },
+        routes: [{ name: 'hello', methods: ['GET'], path: '/hello', resource: 'hello.test{path}', upstream: 'up', auth: ['mtls'] }],
+      }));
+      c = spawn(process.execPath, [WRIT, 'proxy', '--config', join(dir, 'proxy.json'), '--server', w.s.url, '--token-file', w.tokenFile], { stdio: ['ignore', 'pipe', 'pipe'], env: { PATH: process.env.PATH ?? '/usr/bin:/bin' } });
+      let o = '';
+      c.stderr?.on('data', (d: Buffer) => (o += d.toString()));
+      const p = await until('writ proxy to listen', async () => {
+        const m = /listening on [^\s]+:(\d+)/.exec(o);
+        return m === null ? undefined : Number(m[1]);
+      });
+      const serial = () => new Promise<string>((ok, fail) => {
+        const s = tlsConnect({ host: '127.0.0.1', port: p, servername: 'localhost', ca: readFileSync(join(dir, 'bundle.pem')) }, () => {
+          ok(s.getPeerX509Certificate()?.serialNumber.toLowerCase() ?? '');
+          s.end();
+        });
+        s.on('error', fail);
+      });
+      assert.equal(await serial(), first);
+      // clientCert `require`: a bearer-less, certificate-less request is refused before any route logic.
+      const { stdout } = await run('curl', ['-sS', '--cacert', join(dir, 'bundle.pem'), `https://localhost:${p}/hello`]);
+      assert.equal(JSON.parse(stdout).message, 'this listener requires an X.509-SVID (mTLS)');
+      const next = await writeSvid();
+      await until('the rewritten SVID to be served', async () => ((await serial()) === next ? true : undefined));
+      assert.match(o, /"updated":"serving SVID files changed"/);
+    } finally {
+      if (c !== undefined && c.exitCode === null) {
+        const gone = new Promise((r) => c?.once('exit', r));
+        c.kill('SIGTERM');
+        await gone;
+      }
+      await new Promise<void>((r) => up.close(() => r()));
+      await w.stop();
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });

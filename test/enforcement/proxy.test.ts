@@ -44,7 +44,7 @@ describe('writ proxy', () => {
     child = spawn(process.execPath, [WRIT, 'proxy', '--server', w.s.url, '--token-file', w.tokenFile, '--listen', '127.0.0.1:0', '--upstream', `http://127.0.0.1:${upPort}`, '--audience', 'writ-ext-authz'], { stdio: ['ignore', 'pipe', 'pipe'], env: { PATH: process.env.PATH ?? '/usr/bin:/bin' } });
     child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
     child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
-    const deadline = Date.now() + 15_000;
+    const deadline = Date.now() + 45_000;
     while (!/listening on [^\s]+:(\d+)/.test(out)) {
       if (child.exitCode !== null || Date.now() > deadline) throw new Error(`writ proxy did not start: ${out}`);
       await new Promise((r) => setTimeout(r, 50));
