@@ -106,6 +106,16 @@ describe('node API over mutual TLS', () => {
     const jwt = await tlsCall(port, bundle, 'POST', '/node/v1/svid/jwt', { client, body: JSON.stringify({ entryId: entry.json.id, audience: ['billing'] }), headers: { 'content-type': 'application/json' } });
     assert.equal(jwt.status, 200, jwt.text);
 
+    // The audit trail says how the node authenticated.
+    const events = (await s.call('GET', '/admin/v1/audit/events?action=svid.issued&limit=1000')).json.events as { details: { spiffeId: string; nodeAuth?: string }; reasons: string[] }[];
+    const mine = events.filter((e) => e.details.spiffeId === `spiffe://${TD}/mtls/web` || (e.details.spiffeId === node.spiffeId && e.reasons.includes('node-renewal')));
+    assert.equal(mine.length, 3);
+    assert.ok(mine.every((e) => e.details.nodeAuth === 'mtls'));
+    const signedCall = await nodeCall(s, node, 'POST', '/node/v1/svid/jwt', { entryId: entry.json.id, audience: ['billing'] });
+    assert.equal(signedCall.status, 200, signedCall.text);
+    const last = (await s.call('GET', '/admin/v1/audit/events?action=svid.issued&limit=1000')).json.events.at(-1) as { details: { nodeAuth?: string } };
+    assert.equal(last.details.nodeAuth, 'signed-request');
+
     // The renewed node SVID works over mTLS as well.
     const renewedClient = { cert: certificatesToPem(derChain(renew.json.svid)), key: pemKey(next.privateKey), leafDer: derChain(renew.json.svid)[0] ?? new Uint8Array() };
     assert.equal((await tlsCall(port, bundle, 'GET', '/node/v1/entries', { client: renewedClient })).status, 200);
