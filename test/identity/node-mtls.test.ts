@@ -19,7 +19,7 @@ import type { AgentNodeCredential } from '../../src/identity/index.ts';
 import { HttpNodeApi } from '../../src/cli/node-api-client.ts';
 import { startTestServer } from '../support/server.ts';
 import type { TestServer } from '../support/server.ts';
-import { pemKey, run, svidFromServerCa, tempDir, tlsCall, writeIdentity } from '../support/tls.ts';
+import { pemKey, run, runWithInput, svidFromServerCa, tempDir, tlsCall, writeIdentity } from '../support/tls.ts';
 import type { ClientIdentity } from '../support/tls.ts';
 import { attestWithJoinToken, derChain, entryBody, newKey, nodeCall } from './support.ts';
 import type { TestNode } from './support.ts';
@@ -150,6 +150,18 @@ describe('node API over mutual TLS', () => {
     const signed = await nodeCall(s, node, 'GET', '/node/v1/entries');
     assert.equal(signed.status, 403);
     assert.equal(signed.json.code, 'ERR_ATTEST_NODE_EVICTED');
+  });
+
+  it('openssl s_client with the node SVID as -cert lists the entries over mTLS', async () => {
+    const node = await attestWithJoinToken(s);
+    const files = writeIdentity(dir, `node-ossl-${node.id}`, identityOf(node));
+    const r = await runWithInput('openssl', ['s_client', '-connect', `127.0.0.1:${port}`, '-servername', 'localhost', '-CAfile', join(dir, 'bundle.pem'), '-verify_return_error', '-cert', files.certFile, '-key', files.keyFile, '-quiet', '-ign_eof'],
+      'GET /node/v1/entries HTTP/1.0\r\nHost: localhost\r\n\r\n');
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^HTTP\/1\.[01] 200 /);
+    const body = JSON.parse(r.stdout.slice(r.stdout.indexOf('\r\n\r\n') + 4)) as { entries: unknown[]; mtls: { serverSpiffeId: string } };
+    assert.deepEqual(body.entries, []);
+    assert.equal(body.mtls.serverSpiffeId, `spiffe://${TD}/writ/server`);
   });
 
   it('needs a node SVID or a signature: no certificate, or a workload SVID, is unauthenticated', async () => {
