@@ -200,6 +200,19 @@ describe('node API over mutual TLS', () => {
     });
   });
 
+  it('the agent client restarted with a saved credential bootstraps the bundle, then calls over mTLS only', async () => {
+    const node = await attestWithJoinToken(s);
+    const cred = credentialOf(node);
+    const serial = new X509Certificate(Buffer.from(node.chain[0] ?? new Uint8Array())).serialNumber.toLowerCase();
+    // A fresh client (as after a restart) that was told where the TLS listener is.
+    const api = new HttpNodeApi(s.url, { mtlsUrl: `https://localhost:${port}` });
+    const before = seenSerials.filter((x) => x === serial).length;
+    assert.deepEqual(await api.fetchEntries(cred), []);
+    const bundle = await api.fetchBundle(cred);
+    assert.deepEqual(bundle, (await s.call('GET', '/bundle', { token: null })).json);
+    assert.equal(seenSerials.filter((x) => x === serial).length, before + 2, 'entries and bundle came over mTLS with the node SVID');
+  });
+
   it('the agent client refuses a TLS server that does not present the server SVID, before sending anything', async () => {
     // An impostor with a perfectly valid SVID of the same trust domain, but not the server's SPIFFE ID.
     const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
@@ -215,7 +228,6 @@ describe('node API over mutual TLS', () => {
       const impostorPort = typeof addr === 'object' && addr !== null ? addr.port : 0;
       const node = await attestWithJoinToken(s);
       const api = new HttpNodeApi(s.url, { mtlsUrl: `https://localhost:${impostorPort}` });
-      await api.fetchBundle(credentialOf(node));
       await assert.rejects(api.fetchEntries(credentialOf(node)), (e: { code?: string; status?: number; message?: string }) => {
         assert.equal(e.code, 'ERR_IDENTITY_AGENT_SERVER_UNTRUSTED');
         assert.equal(e.status, 502);
