@@ -213,8 +213,10 @@ describe('writ agent against a real writ up server', { skip: process.platform !=
   it('stops serving everything once the node is evicted', async () => {
     const nodes = await admin('GET', '/admin/v1/nodes');
     const id = nodes.json.nodes[0].id as string;
-    const ev = await admin('POST', `/admin/v1/nodes/${id}/evict`);
-    assert.equal(ev.status, 200, JSON.stringify(ev.json));
+    // The operator's command, as documented: `writ node evict`.
+    const ev = await writ(['node', 'evict', id, '--server', url, '--token-file', join(serverDataDir, 'admin.token')]);
+    assert.equal(ev.code, 0, ev.stderr);
+    assert.match(ev.stderr, new RegExp(`^evicted node ${id} \\(spiffe://${TD.replace(/\./g, '\\.')}/writ/node/${id}\\)\n$`));
     const denied = await waitFor('the agent to stop serving', async () => {
       const r = await writ(['svid', 'fetch', '--socket', socket, '--out', join(dir, 'evicted')]);
       return r.code === 1 ? r : undefined;
