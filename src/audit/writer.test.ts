@@ -28,6 +28,27 @@ describe('AuditWriter', () => {
     await w.close();
   });
 
+  it('an idle writer gathers a batch for flushDelayMs; right after a write it does not idle', async () => {
+    const store = new MemoryAuditStore();
+    // A delay no test waits for: only the under-load path can write the second batch.
+    const w = new AuditWriter(store, clock, { ...opts, flushDelayMs: 1_000_000 });
+    const first = w.append(ev(1));
+    for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+    assert.equal(store.commits, 0, 'an idle writer waits for more events');
+    void w.flush();
+    await first;
+    // As a caller blocked on the previous write does: the next event comes right after it.
+    const second = w.append(ev(2));
+    let guard: NodeJS.Timeout | undefined;
+    const rec = await Promise.race([second, new Promise<never>((_, reject) => {
+      guard = setTimeout(() => reject(new Error('the second batch waited for flushDelayMs')), 60_000);
+    })]);
+    clearTimeout(guard);
+    assert.equal(rec.seq, 2);
+    assert.equal(store.commits, 2);
+    await w.close();
+  });
+
   it('group commit: while one batch is written, the next gathers everything that arrived', async () => {
     const store = new MemoryAuditStore();
     store.commitDelayMs = 20;

@@ -47,6 +47,9 @@ export class AuditWriter implements AuditSink {
   readonly #opts: AuditWriterOptions;
   #queue: Waiting[] = [];
   #timer: NodeJS.Timeout | undefined;
+  #immediate: NodeJS.Immediate | undefined;
+  /** True from the end of a write until the event loop turns: the writer is under load. */
+  #justWrote = false;
   #running: Promise<void> | undefined;
   #closed = false;
   readonly stats: AuditWriterStats = { appended: 0, failed: 0, batches: 0, queued: 0, lastBatchSize: 0 };
@@ -79,6 +82,10 @@ export class AuditWriter implements AuditSink {
   /** Resolves when everything appended so far is durable. */
   async flush(): Promise<void> {
     this.#clearTimer();
+    if (this.#immediate !== undefined) {
+      clearImmediate(this.#immediate);
+      this.#immediate = undefined;
+    }
     this.#kick();
     while (this.#running !== undefined) await this.#running;
   }
@@ -94,6 +101,15 @@ export class AuditWriter implements AuditSink {
     if (this.#queue.length >= this.#opts.flushEvents || this.#opts.flushDelayMs === 0) {
       this.#clearTimer();
       this.#kick();
+    } else if (this.#justWrote) {
+      // Under load (a write just ended), waiting `flushDelayMs` only idles the writer while every
+      // caller waits for it: write at the next turn of the event loop instead, after the I/O that is
+      // ready then, so the batch still takes everything that arrived in the meantime.
+      this.#immediate ??= setImmediate(() => {
+        this.#immediate = undefined;
+        this.#clearTimer();
+        this.#kick();
+      });
     } else if (this.#timer === undefined) {
       this.#timer = setTimeout(() => {
         this.#timer = undefined;
@@ -113,6 +129,10 @@ export class AuditWriter implements AuditSink {
     if (this.#running !== undefined || this.#queue.length === 0) return;
     this.#running = this.#loop().finally(() => {
       this.#running = undefined;
+      this.#justWrote = true;
+      setImmediate(() => {
+        this.#justWrote = false;
+      });
       // Events that arrived during the last write and did not fill a batch.
       if (this.#queue.length > 0) this.#schedule();
     });

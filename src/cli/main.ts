@@ -28,9 +28,10 @@ import { OAUTH_COMMANDS } from './oauth.ts';
 const up: Command = {
   name: 'up',
   summary: 'start the Writ control plane server',
-  usage: 'writ up [--listen HOST:PORT] [--data-dir DIR] [--store URL] [--config FILE] [--policies DIR]',
+  usage: 'writ up [--listen HOST:PORT] [--tls-listen HOST:PORT] [--data-dir DIR] [--store URL] [--config FILE] [--policies DIR]',
   options: {
     listen: { type: 'string' },
+    'tls-listen': { type: 'string' },
     'data-dir': { type: 'string' },
     store: { type: 'string' },
     config: { type: 'string' },
@@ -40,6 +41,7 @@ const up: Command = {
   },
   help: {
     '--listen HOST:PORT': 'listen address (default 127.0.0.1:7400)',
+    '--tls-listen HOST:PORT': 'also listen with mutual TLS, presenting the server\'s own X.509-SVID (env WRIT_TLS_LISTEN; default off)',
     '--data-dir DIR': 'local state: embedded SQLite store, bootstrap admin token (default ./.writ)',
     '--store URL': 'postgres://user@host:port/db to use PostgreSQL instead of the embedded SQLite',
     '--config FILE': 'JSON config file (env WRIT_CONFIG); see `writ config`',
@@ -59,6 +61,7 @@ const up: Command = {
     }
     const flags = {
       ...(v.listen === undefined ? {} : { listen: v.listen as string }),
+      ...(v['tls-listen'] === undefined ? {} : { 'tls.listen': v['tls-listen'] as string }),
       ...(v['data-dir'] === undefined ? {} : { dataDir: v['data-dir'] as string }),
       ...(v.store === undefined ? {} : { store: v.store as string }),
       ...(v['log-level'] === undefined ? {} : { logLevel: v['log-level'] as string }),
@@ -67,6 +70,7 @@ const up: Command = {
     };
     const server = await startServer({ file, env: io.env, flags });
     io.err(`writ ${writVersion()} listening on ${server.url} (store ${server.store.location})`);
+    if (server.tls !== undefined) io.err(`writ: mutual TLS on ${server.tls.url} as ${server.tls.current().spiffeId.toString()}`);
     if (server.bootstrapTokenFile !== undefined) io.err(`bootstrap admin credential written to ${server.bootstrapTokenFile} (mode 0600); it is shown nowhere else`);
     await new Promise<void>((resolveStop) => {
       const stop = (signal: string) => {

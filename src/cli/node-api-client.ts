@@ -109,9 +109,15 @@ export class HttpNodeApi implements NodeApi {
     return this.#pinnedMtls ?? this.#advertisedMtls;
   }
 
-  /** Learn the advertised TLS listener and the bundle from an answer. */
-  #learn(json: unknown): void {
+  /**
+   * Learn the advertised TLS listener and the bundle from an answer. Once
+   * the agent talks mTLS, only answers that came over mTLS (from the server
+   * it authenticated) may change them: a plain-HTTP answer cannot downgrade
+   * or redirect it.
+   */
+  #learn(json: unknown, viaMtls: boolean): void {
     if (json === null || typeof json !== 'object') return;
+    if (this.mtlsUrl !== undefined && this.#bundlePem !== undefined && !viaMtls) return;
     const r = json as { mtls?: { url?: unknown }; bundle?: unknown; keys?: unknown };
     if (r.mtls !== undefined && typeof r.mtls.url === 'string') {
       try {
@@ -142,7 +148,11 @@ export class HttpNodeApi implements NodeApi {
     const mtls = this.mtlsUrl;
     let status: number;
     let answer: string;
-    if (credential !== undefined && mtls !== undefined) {
+    const viaMtls = credential !== undefined && mtls !== undefined;
+    // Bootstrap (e.g. a restart with a saved credential): the bundle to verify the server with
+    // comes from the public bundle endpoint, trusted on first use as the attestation answer is.
+    if (viaMtls && this.#bundlePem === undefined) await this.#call('GET', '/bundle', undefined, undefined);
+    if (viaMtls) {
       ({ status, answer } = await this.#mtlsCall(mtls, method, path, headers, text, credential));
     } else {
       if (credential !== undefined) {
@@ -171,7 +181,7 @@ export class HttpNodeApi implements NodeApi {
       throw new WritError(code, res.status, message);
     }
     if (json === undefined) throw agentErrors.error('ERR_IDENTITY_AGENT_RESPONSE_INVALID', `the server's answer to ${method} ${path} is not JSON`);
-    this.#learn(json);
+    this.#learn(json, viaMtls);
     return json;
   }
 
@@ -258,8 +268,9 @@ export class HttpNodeApi implements NodeApi {
     return { spiffeId: str(r.spiffeId, 'spiffeId'), token: str(r.token, 'token'), issuedAtMs: time(r.issuedAt, 'issuedAt'), expiresAtMs: time(r.expiresAt, 'expiresAt') };
   }
 
-  async fetchBundle(_credential: AgentNodeCredential): Promise<object> {
-    // SPIFFE bundle endpoint: public, no client authentication.
-    return obj(await this.#call('GET', '/bundle', undefined, undefined), 'bundle');
+  async fetchBundle(credential: AgentNodeCredential): Promise<object> {
+    // SPIFFE bundle endpoint: public, no client authentication needed; over mTLS once the agent
+    // talks mTLS, so the bundle comes from the server it authenticated.
+    return obj(await this.#call('GET', '/bundle', undefined, this.mtlsUrl === undefined || this.#bundlePem === undefined ? undefined : credential), 'bundle');
   }
 }

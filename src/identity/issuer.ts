@@ -25,6 +25,8 @@ import type { Secret } from '../kernel/index.ts';
 export interface IssuerContext {
   readonly actor: AuditActor;
   readonly correlationId?: string;
+  /** How a node authenticated the call (recorded with what it was issued). */
+  readonly nodeAuth?: 'mtls' | 'signed-request';
 }
 
 /** Options of {@link IdentityIssuer}. */
@@ -395,6 +397,7 @@ export class IdentityIssuer {
       // with the time the issuance took) nor from an X.509 notBefore (backdated for clock skew).
       ttlSeconds: Math.ceil((to.getTime() - from.getTime()) / 1000),
       expiresAt: to.toISOString(),
+      ...(ctx.nodeAuth === undefined ? {} : { nodeAuth: ctx.nodeAuth }),
       ...extra,
     }, 'success', reasons);
   }

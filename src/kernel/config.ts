@@ -49,7 +49,7 @@ export const CONFIG_SCHEMA = {
   'http.trustProxy': { kind: 'boolean', default: false, doc: 'take the client address from `X-Forwarded-For` (only behind a proxy you run)' },
   'shutdown.drainTimeoutMs': { kind: 'integer', min: 0, max: 600_000, default: 10_000, doc: 'on SIGTERM/SIGINT, how long in-flight requests may take before the server stops anyway' },
   'audit.flushEvents': { kind: 'integer', min: 1, max: 100_000, default: 100, doc: 'group commit: a batch is written as soon as this many events wait' },
-  'audit.flushDelayMs': { kind: 'integer', min: 0, max: 1000, default: 2, doc: 'group commit: or this long after the first event of a batch arrived' },
+  'audit.flushDelayMs': { kind: 'integer', min: 0, max: 1000, default: 2, doc: 'group commit: or this long after the first event of a batch arrived, when the writer was idle (right after a write, waiting events are written at the next turn of the event loop)' },
   'audit.maxBatchEvents': { kind: 'integer', min: 1, max: 100_000, default: 2000, doc: 'most events written in one commit when the writer is behind' },
   'audit.queueLimit': { kind: 'integer', min: 100, max: 10_000_000, default: 200_000, doc: 'events waiting beyond this are refused with 503 instead of growing memory' },
   'admin.tokenFile': { kind: 'string', default: '', doc: 'where the bootstrap admin credential is written on first start (empty: `<dataDir>/admin.token`)' },

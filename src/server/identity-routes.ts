@@ -159,7 +159,9 @@ function adminCtx(req: FastifyRequest): IssuerContext {
 
 function nodeCtx(req: FastifyRequest, node: NodeRecord): IssuerContext {
   const actor: AuditActor = { type: 'node', id: node.spiffeId, ip: req.ip };
-  return { actor, correlationId: req.correlationId };
+  // `authenticate` prefers the TLS client certificate when it is this node's SVID.
+  const mtls = req.clientCert?.status === 'valid' && req.clientCert.svid.spiffeId.toString() === node.spiffeId;
+  return { actor, correlationId: req.correlationId, nodeAuth: mtls ? 'mtls' : 'signed-request' };
 }
 
 function svidJson(svid: X509Svid): Record<string, unknown> {

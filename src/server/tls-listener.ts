@@ -198,7 +198,7 @@ export async function startTlsListener(o: { app: FastifyInstance; issuer: Identi
   const contextOf = (c: { svid: X509Svid; key: string }) => ({
     key: c.key,
     cert: certificatesToPem(c.svid.chain),
-    // The bundle's authorities: only used to complete the client's chain; validateX509Svid decides.
+    // The bundle's authorities, named to clients as the acceptable issuers; validateX509Svid decides.
     ca: issuer.bundle().toPem(),
   });
 
@@ -209,7 +209,7 @@ export async function startTlsListener(o: { app: FastifyInstance; issuer: Identi
     // Validation is ours (SPIFFE rules, per trust domain), so OpenSSL must not drop cert-less clients.
     rejectUnauthorized: false,
     minVersion: 'TLSv1.2',
-    // No session tickets: a resumed session may not carry the client's chain, and each connection is verified afresh.
+    // No session tickets: every connection proves its own client key in a full handshake.
     secureOptions: constants.SSL_OP_NO_TICKET,
     requestTimeout: config['http.requestTimeoutMs'],
     // As Fastify's own listener: idle keep-alive connections live 72 s.

@@ -86,9 +86,9 @@ describe('writ agent against a real writ up server', { skip: process.platform !=
   let agentData: string;
 
   const startServer = async (): Promise<Proc> => {
-    const p = start(['up', '--listen', `127.0.0.1:${port}`, '--data-dir', serverDataDir, '--log-level', 'warn'], { WRIT_TLS_LISTEN: `127.0.0.1:${tlsPort}` });
+    const p = start(['up', '--listen', `127.0.0.1:${port}`, '--tls-listen', `127.0.0.1:${tlsPort}`, '--data-dir', serverDataDir, '--log-level', 'warn']);
     try {
-      await waitFor('writ up to listen', () => (p.output().includes('listening on') ? true : p.child.exitCode !== null ? (() => { throw new Error(p.output()); })() : undefined));
+      await waitFor('writ up to listen', () => (p.output().includes(`writ: mutual TLS on https://localhost:${tlsPort} as spiffe://${TD}/writ/server`) ? true : p.child.exitCode !== null ? (() => { throw new Error(p.output()); })() : undefined));
     } catch (e) {
       // Not yet assigned to `server`, so `after` would not stop it: a live child keeps the test file from ever ending.
       if (p.child.exitCode === null) {
@@ -172,6 +172,11 @@ describe('writ agent against a real writ up server', { skip: process.platform !=
     // The server recorded the issuance for this entry and node.
     const nodes = await admin('GET', '/admin/v1/nodes');
     assert.equal(nodes.json.nodes.length, 1);
+    // Once attested, the agent called the node API over mutual TLS with its node SVID.
+    const issued = (await admin('GET', '/admin/v1/audit/events?action=svid.issued&limit=1000')).json.events as { details: { spiffeId: string; nodeAuth?: string } }[];
+    const forWeb = issued.filter((e) => e.details.spiffeId === WEB);
+    assert.ok(forWeb.length >= 1);
+    assert.deepEqual([...new Set(forWeb.map((e) => e.details.nodeAuth))], ['mtls']);
 
     const jwt = await writ(['svid', 'jwt', '--audience', 'https://e2e.example.org', '--socket', socket]);
     assert.equal(jwt.code, 0, jwt.stderr);
@@ -208,8 +213,10 @@ describe('writ agent against a real writ up server', { skip: process.platform !=
   it('stops serving everything once the node is evicted', async () => {
     const nodes = await admin('GET', '/admin/v1/nodes');
     const id = nodes.json.nodes[0].id as string;
-    const ev = await admin('POST', `/admin/v1/nodes/${id}/evict`);
-    assert.equal(ev.status, 200, JSON.stringify(ev.json));
+    // The operator's command, as documented: `writ node evict`.
+    const ev = await writ(['node', 'evict', id, '--server', url, '--token-file', join(serverDataDir, 'admin.token')]);
+    assert.equal(ev.code, 0, ev.stderr);
+    assert.match(ev.stderr, new RegExp(`^evicted node ${id} \\(spiffe://${TD.replace(/\./g, '\\.')}/writ/node/${id}\\)\n$`));
     const denied = await waitFor('the agent to stop serving', async () => {
       const r = await writ(['svid', 'fetch', '--socket', socket, '--out', join(dir, 'evicted')]);
       return r.code === 1 ? r : undefined;

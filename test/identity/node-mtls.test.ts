@@ -19,7 +19,7 @@ import type { AgentNodeCredential } from '../../src/identity/index.ts';
 import { HttpNodeApi } from '../../src/cli/node-api-client.ts';
 import { startTestServer } from '../support/server.ts';
 import type { TestServer } from '../support/server.ts';
-import { pemKey, run, svidFromServerCa, tempDir, tlsCall, writeIdentity } from '../support/tls.ts';
+import { pemKey, run, runWithInput, svidFromServerCa, tempDir, tlsCall, writeIdentity } from '../support/tls.ts';
 import type { ClientIdentity } from '../support/tls.ts';
 import { attestWithJoinToken, derChain, entryBody, newKey, nodeCall } from './support.ts';
 import type { TestNode } from './support.ts';
@@ -106,6 +106,16 @@ describe('node API over mutual TLS', () => {
     const jwt = await tlsCall(port, bundle, 'POST', '/node/v1/svid/jwt', { client, body: JSON.stringify({ entryId: entry.json.id, audience: ['billing'] }), headers: { 'content-type': 'application/json' } });
     assert.equal(jwt.status, 200, jwt.text);
 
+    // The audit trail says how the node authenticated.
+    const events = (await s.call('GET', '/admin/v1/audit/events?action=svid.issued&limit=1000')).json.events as { details: { spiffeId: string; nodeAuth?: string }; reasons: string[] }[];
+    const mine = events.filter((e) => e.details.spiffeId === `spiffe://${TD}/mtls/web` || (e.details.spiffeId === node.spiffeId && e.reasons.includes('node-renewal')));
+    assert.equal(mine.length, 3);
+    assert.ok(mine.every((e) => e.details.nodeAuth === 'mtls'));
+    const signedCall = await nodeCall(s, node, 'POST', '/node/v1/svid/jwt', { entryId: entry.json.id, audience: ['billing'] });
+    assert.equal(signedCall.status, 200, signedCall.text);
+    const last = (await s.call('GET', '/admin/v1/audit/events?action=svid.issued&limit=1000')).json.events.at(-1) as { details: { nodeAuth?: string } };
+    assert.equal(last.details.nodeAuth, 'signed-request');
+
     // The renewed node SVID works over mTLS as well.
     const renewedClient = { cert: certificatesToPem(derChain(renew.json.svid)), key: pemKey(next.privateKey), leafDer: derChain(renew.json.svid)[0] ?? new Uint8Array() };
     assert.equal((await tlsCall(port, bundle, 'GET', '/node/v1/entries', { client: renewedClient })).status, 200);
@@ -140,6 +150,18 @@ describe('node API over mutual TLS', () => {
     const signed = await nodeCall(s, node, 'GET', '/node/v1/entries');
     assert.equal(signed.status, 403);
     assert.equal(signed.json.code, 'ERR_ATTEST_NODE_EVICTED');
+  });
+
+  it('openssl s_client with the node SVID as -cert lists the entries over mTLS', async () => {
+    const node = await attestWithJoinToken(s);
+    const files = writeIdentity(dir, `node-ossl-${node.id}`, identityOf(node));
+    const r = await runWithInput('openssl', ['s_client', '-connect', `127.0.0.1:${port}`, '-servername', 'localhost', '-CAfile', join(dir, 'bundle.pem'), '-verify_return_error', '-cert', files.certFile, '-key', files.keyFile, '-quiet', '-ign_eof'],
+      'GET /node/v1/entries HTTP/1.0\r\nHost: localhost\r\n\r\n');
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^HTTP\/1\.[01] 200 /);
+    const body = JSON.parse(r.stdout.slice(r.stdout.indexOf('\r\n\r\n') + 4)) as { entries: unknown[]; mtls: { serverSpiffeId: string } };
+    assert.deepEqual(body.entries, []);
+    assert.equal(body.mtls.serverSpiffeId, `spiffe://${TD}/writ/server`);
   });
 
   it('needs a node SVID or a signature: no certificate, or a workload SVID, is unauthenticated', async () => {
@@ -178,6 +200,19 @@ describe('node API over mutual TLS', () => {
     });
   });
 
+  it('the agent client restarted with a saved credential bootstraps the bundle, then calls over mTLS only', async () => {
+    const node = await attestWithJoinToken(s);
+    const cred = credentialOf(node);
+    const serial = new X509Certificate(Buffer.from(node.chain[0] ?? new Uint8Array())).serialNumber.toLowerCase();
+    // A fresh client (as after a restart) that was told where the TLS listener is.
+    const api = new HttpNodeApi(s.url, { mtlsUrl: `https://localhost:${port}` });
+    const before = seenSerials.filter((x) => x === serial).length;
+    assert.deepEqual(await api.fetchEntries(cred), []);
+    const bundle = await api.fetchBundle(cred);
+    assert.deepEqual(bundle, (await s.call('GET', '/bundle', { token: null })).json);
+    assert.equal(seenSerials.filter((x) => x === serial).length, before + 2, 'entries and bundle came over mTLS with the node SVID');
+  });
+
   it('the agent client refuses a TLS server that does not present the server SVID, before sending anything', async () => {
     // An impostor with a perfectly valid SVID of the same trust domain, but not the server's SPIFFE ID.
     const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
@@ -193,7 +228,6 @@ describe('node API over mutual TLS', () => {
       const impostorPort = typeof addr === 'object' && addr !== null ? addr.port : 0;
       const node = await attestWithJoinToken(s);
       const api = new HttpNodeApi(s.url, { mtlsUrl: `https://localhost:${impostorPort}` });
-      await api.fetchBundle(credentialOf(node));
       await assert.rejects(api.fetchEntries(credentialOf(node)), (e: { code?: string; status?: number; message?: string }) => {
         assert.equal(e.code, 'ERR_IDENTITY_AGENT_SERVER_UNTRUSTED');
         assert.equal(e.status, 502);

@@ -11,6 +11,7 @@ import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { X509Certificate, generateKeyPairSync } from 'node:crypto';
+import { SignJWT, calculateJwkThumbprint, exportJWK, generateKeyPair } from 'jose';
 import { checkCertificateBinding } from '../../src/credentials/index.ts';
 import type { TestServer } from '../support/server.ts';
 import { foreignCert, run, svidFromServerCa, tempDir, tlsCall, writeIdentity } from '../support/tls.ts';
@@ -124,6 +125,34 @@ describe('OAuth over mutual TLS (RFC 8705)', () => {
     checkCertificateBinding(verified, ci.leafDer);
     assert.throws(() => checkCertificateBinding(verified, other.leafDer), { code: 'ERR_OAUTH_INVALID_TOKEN', status: 401, message: 'access token is bound to another TLS client certificate (`cnf.x5t#S256` mismatch)' });
     assert.throws(() => checkCertificateBinding(verified, undefined), { code: 'ERR_OAUTH_INVALID_TOKEN', message: 'access token is bound to a TLS client certificate, and the request presented none' });
+  });
+
+  it('on the mTLS alias: a DPoP proof names the alias URL and binds the key; revocation with tls_client_auth', async () => {
+    const k = await generateKeyPair('ES256', { extractable: true });
+    const jwk = await exportJWK(k.publicKey);
+    const proofFor = (htu: string) => new SignJWT({ htm: 'POST', htu }).setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk }).setIssuedAt().setJti(crypto.randomUUID()).sign(k.privateKey);
+    const params = new URLSearchParams({ grant_type: 'client_credentials', client_id: CI, audience: API }).toString();
+    const headers = (dpop: string) => ({ 'content-type': 'application/x-www-form-urlencoded', dpop });
+    // RFC 9449 §4.3: htu is the URL the request was sent to, here the alias.
+    const wrongHtu = await tlsCall(port, bundle, 'POST', '/oauth2/token', { client: ci, body: params, headers: headers(await proofFor(`${s.url}/oauth2/token`)) });
+    assert.equal(wrongHtu.status, 400, wrongHtu.text);
+    assert.equal(wrongHtu.json.error, 'invalid_dpop_proof');
+    const ok = await tlsCall(port, bundle, 'POST', '/oauth2/token', { client: ci, body: params, headers: headers(await proofFor(`https://localhost:${port}/oauth2/token`)) });
+    assert.equal(ok.status, 200, ok.text);
+    assert.equal(ok.json.token_type, 'DPoP');
+    // A DPoP proof takes precedence: the token is bound to the proof key, not the certificate.
+    assert.deepEqual(decodePayload(ok.json.access_token).cnf, { jkt: await calculateJwkThumbprint(jwk) });
+
+    const bound = await token(ci, { grant_type: 'client_credentials', client_id: CI, audience: API });
+    assert.equal(bound.status, 200, bound.text);
+    // Another SVID may not revoke it; the client it was issued to may.
+    const foreign = await token(other, { token: bound.json.access_token, client_id: OTHER }, '/oauth2/revoke');
+    assert.equal(foreign.status, 400);
+    assert.deepEqual(foreign.json, { error: 'invalid_request', error_description: 'the token was not issued to this client' });
+    const revoked = await token(ci, { token: bound.json.access_token, client_id: CI }, '/oauth2/revoke');
+    assert.equal(revoked.status, 200, revoked.text);
+    const intro = await token(ci, { token: bound.json.access_token, client_id: CI }, '/oauth2/introspect');
+    assert.deepEqual(intro.json, { active: false });
   });
 
   it('a registered SPIFFE client authenticates by its X.509-SVID under its own client_id', async () => {

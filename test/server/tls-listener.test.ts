@@ -146,3 +146,33 @@ describe('TLS listener', () => {
     assert.equal(renewDelayMs({ issuedAt, notAfter }, issuedAt.getTime() + 800_000), 1000);
   });
 });
+
+describe('TLS listener server SVID rotation by its timer', () => {
+  it('replaces the server SVID at half its life, without a restart, before it expires', async () => {
+    // The shortest lifetime the configuration allows (60 s): the timer fires after about 30 s.
+    const s = await startTestServer({ flags: { 'tls.listen': '127.0.0.1:0', 'identity.x509SvidTtlSeconds': 60 } });
+    try {
+      const tls = s.server.tls;
+      assert.ok(tls !== undefined);
+      const bundle = (await s.call('GET', '/bundle.pem', { token: null })).text;
+      const first = tls.current();
+      assert.equal((first.notAfter.getTime() - first.issuedAt.getTime()) / 1000 <= 60, true);
+      const firstSerial = first.serialNumber.toLowerCase();
+      assert.equal((await tlsCall(tls.port, bundle, 'GET', '/healthz')).serverSerial, firstSerial);
+      // Poll for the swap (generous bound for a loaded machine; the SVID itself lives 60 s).
+      const end = Date.now() + 120_000;
+      while (tls.current().serialNumber.toLowerCase() === firstSerial) {
+        if (Date.now() > end) throw new Error('the server SVID was not rotated');
+        await new Promise((r) => setTimeout(r, 250));
+      }
+      const next = tls.current();
+      assert.ok(next.issuedAt.getTime() < first.notAfter.getTime(), 'the successor was issued before the first SVID expired');
+      const r = await tlsCall(tls.port, bundle, 'GET', '/healthz');
+      assert.equal(r.status, 200);
+      assert.equal(r.serverSerial, next.serialNumber.toLowerCase());
+      assert.ok(s.logs().includes('"msg":"server SVID rotated"'));
+    } finally {
+      await s.stop();
+    }
+  });
+});

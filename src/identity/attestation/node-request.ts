@@ -1,7 +1,8 @@
 /**
  * Authentication of node API calls by the node SVID: a signed request.
  *
- * The server's HTTP listener does not terminate mutual TLS yet, so an agent
+ * On the server's mutual-TLS listener the node SVID is the TLS client
+ * certificate; elsewhere (no TLS listener, a proxy terminating TLS) an agent
  * proves it holds its node SVID's private key on every call with a compact
  * JWS in `Authorization: WritNode <jws>`:
  *
@@ -103,7 +104,7 @@ export async function verifyNodeRequest(
   request: { method: string; path: string; body: string | Uint8Array | undefined },
   ctx: { trustDomain: TrustDomain; bundle: BundleLookup; clock: Clock; replay: ReplayCache },
 ): Promise<AuthenticatedNode> {
-  if (typeof authorization !== 'string' || !authorization.startsWith(`${NODE_AUTH_SCHEME} `)) throw unauthenticated(`node API calls need \`Authorization: ${NODE_AUTH_SCHEME} <signed request>\``);
+  if (typeof authorization !== 'string' || !authorization.startsWith(`${NODE_AUTH_SCHEME} `)) throw unauthenticated(`node API calls need the node SVID as TLS client certificate (on the mutual-TLS listener) or \`Authorization: ${NODE_AUTH_SCHEME} <signed request>\``);
   const jws = authorization.slice(NODE_AUTH_SCHEME.length + 1).trim();
   if (jws.length > MAX_JWS_BYTES) throw unauthenticated('node request signature is too long');
   let header: ReturnType<typeof decodeProtectedHeader>;
