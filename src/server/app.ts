@@ -25,7 +25,8 @@ import type { IdentityIssuer } from '../identity/index.ts';
 import { registerCredentialRoutes } from './credentials-routes.ts';
 import type { ServedCredentials } from './credentials-routes.ts';
 import { registerSignalRoutes } from './signals-routes.ts';
-import type { SignalService, SsfPushTransmitter, SetSigner } from '../signals/index.ts';
+import type { SignalService } from '../signals/index.ts';
+import type { ServedSsf } from './signals-routes.ts';
 import { registerOAuthRoutes } from './oauth-routes.ts';
 import type { ServedOAuth } from './oauth-routes.ts';
 
@@ -48,7 +49,7 @@ export interface AppDeps {
   /** Signals and the revocation bus; their routes and the PEP revocation stream are served when present. */
   readonly signals?: SignalService;
   /** The SSF push transmitter and its signer, when receivers are configured. */
-  readonly ssf?: { readonly transmitter: SsfPushTransmitter; readonly signer: SetSigner };
+  readonly ssf?: ServedSsf;
   /** The OAuth authorization server; its routes are served when present. */
   readonly oauth?: ServedOAuth;
 }
@@ -254,7 +255,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   if (deps.policy !== undefined) await registerPolicyRoutes(app, { policy: deps.policy, admins, audit });
   if (deps.identity !== undefined) await registerIdentityRoutes(app, deps.identity);
   if (deps.credentials !== undefined) await registerCredentialRoutes(app, deps.credentials);
-  if (deps.signals !== undefined) await registerSignalRoutes(app, { signals: deps.signals, audit, heartbeatMs: config['revocations.heartbeatMs'], ...(deps.ssf === undefined ? {} : { ssf: deps.ssf.transmitter, ssfSigner: deps.ssf.signer }) });
+  if (deps.signals !== undefined) await registerSignalRoutes(app, { signals: deps.signals, audit, heartbeatMs: config['revocations.heartbeatMs'], ...(deps.ssf === undefined ? {} : { ssf: deps.ssf }) });
   if (deps.oauth !== undefined) await registerOAuthRoutes(app, deps.oauth, audit);
   return app;
 }

@@ -19,3 +19,7 @@ export { CAEP_SESSION_REVOKED, CAEP_CREDENTIAL_CHANGE, SSF_PUSH, setForRevocatio
 export type { SubjectId, SetClaims, PushReceiver, DeliveryReport, SsfPushOptions } from './ssf.ts';
 export { Reevaluator } from './reevaluation.ts';
 export type { LiveItem, LiveQuery, SignalDecisionContext, Redecision, ReevaluationPort, ReceiptItem, ReevaluationReceipt, ReevaluatorDeps } from './reevaluation.ts';
+export { SSF_POLL, SSF_VERIFICATION, SSF_STREAM_UPDATED, SSF_EVENTS_SUPPORTED, SsfStreams, publicConfig } from './ssf-streams.ts';
+export type { StreamCaller, StreamDeliveryReport, SsfStreamsOptions } from './ssf-streams.ts';
+export { SsfReceiver, SetRejected, signalForEvent } from './ssf-receiver.ts';
+export type { SetErrorCode, TrustedTransmitter, ReceivedSet, SsfReceiverOptions } from './ssf-receiver.ts';

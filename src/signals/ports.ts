@@ -178,4 +178,6 @@ export interface SsfStore {
   rescheduleSet(streamId: string, jti: string, expectedNextAt: string, attempts: number, nextAt: string): Promise<boolean>;
   /** Receiver replay cache: true the first time `key` is seen. */
   rememberReceivedSet(key: string, at: string): Promise<boolean>;
+  /** Undo {@link rememberReceivedSet} when acting on the SET failed, so a redelivery is acted on. */
+  forgetReceivedSet(key: string): Promise<void>;
 }

@@ -94,4 +94,8 @@ export class SsfTables implements SsfStore {
     const res = await this.#db.insertInto('ssf_received').values({ key, received_at: at }).onConflict((oc) => oc.column('key').doNothing()).executeTakeFirst();
     return Number(res.numInsertedOrUpdatedRows ?? 0n) === 1;
   }
+
+  async forgetReceivedSet(key: string): Promise<void> {
+    await this.#db.deleteFrom('ssf_received').where('key', '=', key).execute();
+  }
 }

@@ -93,6 +93,8 @@ export function storeConformance(name: string, factory: StoreFactory): void {
       assert.equal(await store.ssf.deleteSets('st_conf', ['b', 'zz']), 1);
       assert.equal(await store.ssf.rememberReceivedSet('iss|jti1', '2026-02-01T00:00:00.000Z'), true);
       assert.equal(await store.ssf.rememberReceivedSet('iss|jti1', '2026-02-01T00:00:01.000Z'), false);
+      await store.ssf.forgetReceivedSet('iss|jti1');
+      assert.equal(await store.ssf.rememberReceivedSet('iss|jti1', '2026-02-01T00:00:02.000Z'), true, 'forgotten, it is new again');
       assert.equal(await store.ssf.deleteStream('st_conf'), true);
       assert.equal(await store.ssf.deleteStream('st_conf'), false);
       assert.deepEqual(await store.ssf.dueSets('st_conf', '2026-12-01T00:00:00.000Z', 10), [], 'the queue goes with the stream');
