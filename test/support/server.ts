@@ -21,14 +21,14 @@ export interface TestServer {
   stop(): Promise<void>;
 }
 
-export async function startTestServer(opts: { postgres?: boolean; flags?: Record<string, string | number | boolean>; dataDir?: string; pgSchema?: string } = {}): Promise<TestServer> {
+export async function startTestServer(opts: { postgres?: boolean; flags?: Record<string, string | number | boolean>; dataDir?: string; pgSchema?: string; env?: Record<string, string> } = {}): Promise<TestServer> {
   const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'writ-test-'));
   const pgSchema = opts.postgres === true ? (opts.pgSchema ?? scratchSchema()) : undefined;
   const logChunks: string[] = [];
   const logStream = new PassThrough();
   logStream.on('data', (c: Buffer) => logChunks.push(c.toString('utf8')));
   const server = await startServer({
-    env: {},
+    env: opts.env ?? {},
     flags: { listen: '127.0.0.1:0', dataDir, logLevel: 'info', ...(opts.postgres === true ? { store: PG_URL } : {}), ...opts.flags },
     logStream,
     ...(pgSchema === undefined ? {} : { pgSchema }),
