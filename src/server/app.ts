@@ -26,7 +26,7 @@ import { registerCredentialRoutes } from './credentials-routes.ts';
 import type { ServedCredentials } from './credentials-routes.ts';
 import { registerSignalRoutes } from './signals-routes.ts';
 import type { SignalService } from '../signals/index.ts';
-import type { ServedSsf } from './signals-routes.ts';
+import type { SignalRouteExtras } from './signals-routes.ts';
 import { registerOAuthRoutes } from './oauth-routes.ts';
 import type { ServedOAuth } from './oauth-routes.ts';
 
@@ -49,7 +49,8 @@ export interface AppDeps {
   /** Signals and the revocation bus; their routes and the PEP revocation stream are served when present. */
   readonly signals?: SignalService;
   /** The SSF push transmitter and its signer, when receivers are configured. */
-  readonly ssf?: ServedSsf;
+  /** Shared Signals, the enforcement point registry and drills. */
+  readonly signalsExtras?: SignalRouteExtras;
   /** The OAuth authorization server; its routes are served when present. */
   readonly oauth?: ServedOAuth;
 }
@@ -255,7 +256,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   if (deps.policy !== undefined) await registerPolicyRoutes(app, { policy: deps.policy, admins, audit });
   if (deps.identity !== undefined) await registerIdentityRoutes(app, deps.identity);
   if (deps.credentials !== undefined) await registerCredentialRoutes(app, deps.credentials);
-  if (deps.signals !== undefined) await registerSignalRoutes(app, { signals: deps.signals, audit, heartbeatMs: config['revocations.heartbeatMs'], ...(deps.ssf === undefined ? {} : { ssf: deps.ssf }) });
+  if (deps.signals !== undefined) await registerSignalRoutes(app, { signals: deps.signals, audit, heartbeatMs: config['revocations.heartbeatMs'], ...deps.signalsExtras });
   if (deps.oauth !== undefined) await registerOAuthRoutes(app, deps.oauth, audit);
   return app;
 }

@@ -6,10 +6,10 @@
  * are leases whose id is the `jti`; dynamic secrets are leases whose revoker
  * drops the account and its sessions), the task store and the PDP.
  */
-import type { Clock } from '../kernel/index.ts';
+import type { AuditActor, Clock } from '../kernel/index.ts';
 import type { Lease, LeaseManager, LeaseState, TaskStore } from '../credentials/index.ts';
 import type { Decider } from '../policy/index.ts';
-import type { LiveItem, ReevaluationPort } from '../signals/index.ts';
+import type { DrillTarget, LiveItem, ReevaluationPort, RevocationInput } from '../signals/index.ts';
 
 const LIVE: readonly LeaseState[] = ['pending', 'active'];
 const TOKEN_KINDS = new Set(['access_token', 'refresh_token']);
@@ -84,6 +84,48 @@ export function reevaluationPort(deps: { leases: LeaseManager; tasks: TaskStore;
       // Ends the row only (no new lease binds to it); the re-evaluator revokes
       // and receipts each lease. Already ended or unknown: nothing to do.
       await tasks.endTask(taskId, 'completed', new Date(clock.nowMs()).toISOString(), 'system:writ');
+    },
+  };
+}
+
+/**
+ * The drill's port: the real emergency revocation of a SPIFFE ID (every live
+ * lease, then `subject-revoked`), a task (the task ended, each lease revoked
+ * and published) or a token (its lease revoked, `token-revoked`), and the
+ * canary: an access-token lease minted for the drill and revoked at once.
+ *
+ * @example
+ * const target = drillTarget({ leases, tasks: store.credentials, clock });
+ */
+export function drillTarget(deps: { leases: LeaseManager; tasks: TaskStore; clock: Clock }): DrillTarget {
+  const { leases, tasks, clock } = deps;
+  const reason = 'drill-revoke';
+  const line = (l: Lease) => ({ id: l.id, kind: l.kind, revokedAt: l.revokedAt });
+  const event = (l: Lease): Omit<RevocationInput, 'id'> => (TOKEN_KINDS.has(l.kind) ? { kind: 'token-revoked', subject: l.subject, tokenId: l.id, reason } : { kind: 'lease-revoked', subject: l.subject, leaseId: l.id, reason });
+  return {
+    async cut(kind, subject, correlationId, by: AuditActor) {
+      switch (kind) {
+        case 'spiffe-id': {
+          const cut = await leases.revokeBySubject(subject, reason, correlationId, by);
+          return { events: [{ kind: 'subject-revoked', subject, reason }], revoked: cut.map(line) };
+        }
+        case 'task': {
+          await tasks.endTask(subject, 'completed', new Date(clock.nowMs()).toISOString(), `${by.type}:${by.id}`);
+          const cut = await leases.revokeByTask(subject, reason, correlationId, by);
+          return { events: cut.map(event), revoked: cut.map(line) };
+        }
+        case 'token': {
+          const l = await leases.revoke(subject, reason, correlationId, by);
+          // Published even when the lease is unknown here: enforcement points may still hold the token.
+          return { events: [{ kind: 'token-revoked', ...(l === undefined ? {} : { subject: l.subject }), tokenId: subject, reason }], revoked: l === undefined ? [] : [line(l)] };
+        }
+      }
+    },
+    async canary(subject, drillId, correlationId) {
+      const l = await leases.open({ kind: 'access_token', subject, audience: `writ:drill:${drillId}`, ttlMs: 60_000, correlationId, actor: { type: 'system', id: 'writ' } });
+      await leases.activate(l.id);
+      await leases.revoke(l.id, 'drill-canary', correlationId);
+      return { leaseId: l.id };
     },
   };
 }

@@ -8,8 +8,8 @@
  *   points follow (`revocations.subscribe`), replaying from `Last-Event-ID`.
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { SIGNAL_TYPES, signalsErrors, SignalService, InProcessRevocationBus, SetSigner, SsfPushTransmitter, SsfStreams, SsfReceiver, SetRejected, SSF_PUSH } from '../signals/index.ts';
-import type { RevocationBus, RevocationEvent, SignalType, SignalOrigin, PushReceiver, DeliveryReport, StreamCaller, StreamDeliveryReport, TrustedTransmitter } from '../signals/index.ts';
+import { SIGNAL_TYPES, signalsErrors, SignalService, InProcessRevocationBus, SetSigner, SsfPushTransmitter, SsfStreams, SsfReceiver, SetRejected, DRILL_EVENT_PREFIX } from '../signals/index.ts';
+import type { RevocationBus, RevocationEvent, SignalType, SignalOrigin, PushReceiver, DeliveryReport, StreamCaller, StreamDeliveryReport, TrustedTransmitter, EnforcementPointStore, RevocationDrill } from '../signals/index.ts';
 import { newCorrelationId, systemClock } from '../kernel/index.ts';
 import type { AuditSink, WritConfig } from '../kernel/index.ts';
 import { PostgresRevocationBus, NatsRevocationBus } from '../storage/index.ts';
@@ -23,7 +23,14 @@ export interface SignalRouteDeps {
   readonly heartbeatMs: number;
   /** Shared Signals: transmitter (streams, static push receivers) and receiver. */
   readonly ssf?: ServedSsf;
+  /** The enforcement point registry (`?pep=` on the stream, acknowledgements). */
+  readonly points?: EnforcementPointStore;
+  /** Revocation drills, once the credentials context is wired. */
+  readonly drill?: () => RevocationDrill | undefined;
 }
+
+/** What `buildApp` passes through to {@link registerSignalRoutes} besides the service. */
+export type SignalRouteExtras = Pick<SignalRouteDeps, 'ssf' | 'points' | 'drill'>;
 
 /** The Shared Signals parts the routes serve. */
 export interface ServedSsf {
@@ -60,6 +67,7 @@ const eventSchema = {
 const recordSchema = { type: 'object', additionalProperties: true } as const;
 
 const CURSOR = /^(0|[1-9][0-9]{0,15})$/;
+const PEP_NAME = /^[A-Za-z0-9._-]{1,64}$/;
 
 function originOf(req: FastifyRequest): SignalOrigin {
   const p = req.principal;
@@ -138,6 +146,53 @@ export async function registerSignalRoutes(app: FastifyInstance, deps: SignalRou
 
   if (deps.ssf !== undefined) registerSsfRoutes(app, deps.ssf);
 
+  const { points } = deps;
+  if (points !== undefined) {
+    app.post('/v1/revocations/ack', {
+      config: { permission: 'revocations.subscribe' },
+      schema: {
+        summary: 'an enforcement point acknowledges a revocation it applied (`denied`: its own check now denies); drills measure these',
+        tags: ['signals'],
+        security,
+        body: { type: 'object', properties: { pep: { type: 'string' }, id: { type: 'string' }, denied: { type: 'boolean' } }, required: ['pep', 'id', 'denied'] },
+      },
+    }, async (req, reply) => {
+      const b = req.body as { pep: unknown; id: unknown; denied: unknown };
+      if (typeof b.pep !== 'string' || !PEP_NAME.test(b.pep)) throw signalsErrors.error('ERR_SIGNALS_ACK_INVALID', '`pep` must be 1-64 letters, digits, `.`, `_` or `-`');
+      if (typeof b.id !== 'string' || b.id.length > 200) throw signalsErrors.error('ERR_SIGNALS_ACK_INVALID', '`id` must be a revocation event id');
+      const p = req.principal;
+      if (p === undefined) throw new TypeError('ack route reached without a principal');
+      const at = new Date().toISOString();
+      const id = `${p.id}/${b.pep}`;
+      await points.touchEnforcementPoint({ id, principalId: p.id, name: b.pep, at });
+      // Only drill events are kept: they are what a drill measures.
+      if (b.id.startsWith(DRILL_EVENT_PREFIX)) await points.recordAck({ eventId: b.id, pepId: id, ackedAt: at, denied: b.denied === true });
+      return reply.code(204).send();
+    });
+
+    app.get('/admin/v1/enforcement-points', {
+      config: { permission: 'signals.read' },
+      schema: { summary: 'enforcement points registered through the revocation stream, with when each was last seen', tags: ['signals'], security, response: { 200: { type: 'object', properties: { enforcementPoints: { type: 'array', items: recordSchema } } }, ...common } },
+    }, async () => ({ enforcementPoints: await points.listEnforcementPoints() }));
+  }
+
+  app.post('/admin/v1/drills/revoke', {
+    config: { permission: 'revocations.publish' },
+    schema: {
+      summary: 'revocation drill: revoke the subject (SPIFFE ID, task, token) for real, or with `canary` a credential minted for the drill, and measure until every registered enforcement point denies',
+      tags: ['signals'],
+      security,
+      body: { type: 'object', properties: { subject: { type: 'string', minLength: 1, maxLength: 2048 }, canary: { type: 'boolean' }, timeoutMs: { type: 'integer' } }, required: ['subject'], additionalProperties: false },
+      response: { 200: recordSchema, ...common },
+    },
+  }, async (req) => {
+    const drill = deps.drill?.();
+    if (drill === undefined) throw new TypeError('revocation drills are not wired in this server');
+    const b = req.body as { subject: string; canary?: boolean; timeoutMs?: number };
+    const o = originOf(req);
+    return drill.run({ subject: b.subject, canary: b.canary === true, timeoutMs: b.timeoutMs ?? 10_000 }, o.actor, o.correlationId);
+  });
+
   // Streams never go idle, so shutdown would wait its whole drain timeout for
   // them: end them first (clients resume from their cursor elsewhere).
   const open = new Set<() => void>();
@@ -151,11 +206,11 @@ export async function registerSignalRoutes(app: FastifyInstance, deps: SignalRou
       summary: 'Server-Sent Events: every revocation after `Last-Event-ID` (or `?after=`; none: from now), then live, with a `heartbeat` event every `revocations.heartbeatMs`',
       tags: ['signals'],
       security,
-      querystring: { type: 'object', properties: { after: { type: 'string', pattern: CURSOR.source } }, additionalProperties: false },
+      querystring: { type: 'object', properties: { after: { type: 'string', pattern: CURSOR.source }, pep: { type: 'string', pattern: PEP_NAME.source } }, additionalProperties: false },
     },
   }, async (req, reply) => {
     const lastId = req.headers['last-event-id'];
-    const q = req.query as { after?: string };
+    const q = req.query as { after?: string; pep?: string };
     const raw = typeof lastId === 'string' ? lastId : q.after;
     if (raw !== undefined && !CURSOR.test(raw)) throw signalsErrors.error('ERR_SIGNALS_CURSOR_INVALID', `cursor \`${raw.slice(0, 40)}\` is not a non-negative integer`);
     const from = raw === undefined ? undefined : Number(raw);
@@ -179,8 +234,16 @@ export async function registerSignalRoutes(app: FastifyInstance, deps: SignalRou
       'x-correlation-id': req.correlationId,
     });
     let last = from ?? (await signals.bus.head());
+    // Naming itself (`?pep=`) registers the enforcement point; every heartbeat refreshes it while the stream is open.
+    const principalId = origin.actor.id;
+    const touch = (): void => {
+      if (q.pep === undefined || deps.points === undefined) return;
+      deps.points.touchEnforcementPoint({ id: `${principalId}/${q.pep}`, principalId, name: q.pep, at: new Date().toISOString() }).catch((err: unknown) => req.log.warn({ err }, 'enforcement point registry write failed'));
+    };
+    touch();
     const heartbeat = (): void => {
       res.write(`event: heartbeat\ndata: {"cursor":${last}}\n\n`);
+      touch();
     };
     res.write('retry: 1000\n\n');
     const stop = await signals.bus.subscribe(last, (e) => {
@@ -282,6 +345,10 @@ export interface ServedSignals {
   readonly service: SignalService;
   readonly bus: RevocationBus;
   readonly ssf: ServedSsf;
+  readonly points: EnforcementPointStore;
+  /** Set once the credentials context exists. */
+  setDrill(d: RevocationDrill): void;
+  drill(): RevocationDrill | undefined;
   /** Once the server listens: set the SSF issuer and start pushing. */
   listening(baseUrl: string): Promise<void>;
   close(): Promise<void>;
@@ -390,10 +457,16 @@ export async function startSignals(config: WritConfig, store: Store, audit: Audi
   });
   const push = receivers.length === 0 ? undefined : new SsfPushTransmitter({ bus, signer: await signer(), receivers, clock: systemClock, ...(onDelivery === undefined ? {} : { onDelivery }) });
   const ssf: ServedSsf = { signer, streams, receiver, ...(push === undefined ? {} : { push }) };
+  let drill: RevocationDrill | undefined;
   return {
     service,
     bus,
     ssf,
+    points: store.ssf,
+    setDrill(d) {
+      drill = d;
+    },
+    drill: () => drill,
     async listening(baseUrl) {
       push?.setIssuer(baseUrl);
       await push?.start();

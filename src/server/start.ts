@@ -24,9 +24,9 @@ import { startCredentials } from './credentials-routes.ts';
 import type { ServedCredentials } from './credentials-routes.ts';
 import { startSignals } from './signals-routes.ts';
 import type { ServedSignals, SsfDeliveryLog } from './signals-routes.ts';
-import { Reevaluator } from '../signals/index.ts';
+import { Reevaluator, RevocationDrill } from '../signals/index.ts';
 import type { DeliveryReport } from '../signals/index.ts';
-import { reevaluationPort } from './signals-reevaluation.ts';
+import { reevaluationPort, drillTarget } from './signals-reevaluation.ts';
 
 /** The running server. */
 export interface RunningServer {
@@ -96,10 +96,11 @@ export async function startServer(sources: ConfigSources & { logStream?: NodeJS.
     creds = await startCredentials(config, store, audit);
     // Every accepted signal re-evaluates what is live for its subjects (docs/signals.md).
     signals.service.setReevaluator(new Reevaluator({ port: reevaluationPort({ leases: creds.leases, tasks: store.credentials, decider: policy.decider, clock: systemClock }), bus: signals.bus, audit, clock: systemClock, context: signals.service.context() }));
+    signals.setDrill(new RevocationDrill({ bus: signals.bus, points: signals.points, target: drillTarget({ leases: creds.leases, tasks: store.credentials, clock: systemClock }), audit, clock: systemClock, livenessMs: Math.max(15_000, 3 * config['revocations.heartbeatMs']) }));
     const served0 = identity;
     const pdp0 = policy;
     const oauth = await startOAuth({ config, clock: systemClock, audit, decide: (r) => pdp0.decider.decide(r), bundles: () => served0.issuer.bundle(), jtis: store.identity, leases: creds.leases, tasks: taskLookup(store.credentials), signingSecret: served0.kek.kek });
-    const app = await buildApp({ signals: signals.service, ssf: served1.ssf, policy, config, store, audit, admins, version, startedAtMs: Date.now(), identity: identity.issuer, oauth, credentials: creds, ...(sources.logStream === undefined ? {} : { logStream: sources.logStream }) });
+    const app = await buildApp({ signals: signals.service, signalsExtras: { ssf: served1.ssf, points: served1.points, drill: () => served1.drill() }, policy, config, store, audit, admins, version, startedAtMs: Date.now(), identity: identity.issuer, oauth, credentials: creds, ...(sources.logStream === undefined ? {} : { logStream: sources.logStream }) });
     creds.setLogger(app.log);
     rotationLog = (err) => app.log.error({ err }, 'scheduled CA rotation step failed; it is retried at the next check');
     ssfLog.stream = (r) => {

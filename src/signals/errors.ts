@@ -13,5 +13,8 @@ export const signalsErrors = defineErrorCatalog('SIGNALS', {
   ERR_SIGNALS_SSF_VERIFY_TOO_SOON: { status: 429, description: 'a verification event was requested sooner than the stream\'s `min_verification_interval` after the previous one' },
   ERR_SIGNALS_SSF_POLL_INVALID: { status: 400, description: 'an RFC 8936 poll request is malformed (`maxEvents`, `returnImmediately`, `ack`, `setErrs`), or the stream is not a poll stream' },
   ERR_SIGNALS_SSF_TRANSMITTERS_CONFIG: { status: 500, description: 'option `ssf.transmitters` is not an array of `{issuer, jwksUri, audience, pushAuthorizationEnv?, pollUrl?, pollAuthorizationEnv?, pollIntervalMs?}` with http(s) URLs, or names an environment variable that is not set' },
+  ERR_SIGNALS_DRILL_INVALID: { status: 400, description: 'a revocation drill request is malformed: the subject is not a SPIFFE ID, task id or token id, or `timeoutMs` is out of range' },
+  ERR_SIGNALS_DRILL_NOTHING_LIVE: { status: 409, description: 'a live revocation drill found nothing to revoke for its subject (no live lease of the task); use `canary`' },
+  ERR_SIGNALS_ACK_INVALID: { status: 400, description: 'a revocation acknowledgement is malformed: `pep` must be an instance name, `id` an event id, `denied` a boolean' },
   ERR_SIGNALS_CURSOR_INVALID: { status: 400, description: 'a revocation stream cursor (`Last-Event-ID`) is not a non-negative integer' },
 });

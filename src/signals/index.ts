@@ -7,7 +7,7 @@ export { signalsErrors } from './errors.ts';
 export { SIGNAL_TYPES, RISK_LEVELS, parseSignal } from './signal.ts';
 export type { Signal, SignalType, RiskLevel, SignalRecord, ParsedSignal } from './signal.ts';
 export { REVOCATION_KINDS } from './ports.ts';
-export type { RevocationBus, RevocationEvent, RevocationInput, RevocationKind, RevocationHandler, SubscribeOptions, Unsubscribe, SignalStore, SignalContext, SsfStore, SsfStreamRecord, SsfStreamState, SsfSubject, QueuedSet } from './ports.ts';
+export type { RevocationBus, RevocationEvent, RevocationInput, RevocationKind, RevocationHandler, SubscribeOptions, Unsubscribe, SignalStore, SignalContext, SsfStore, SsfStreamRecord, SsfStreamState, SsfSubject, QueuedSet, EnforcementPointRecord, EnforcementPointStore, RevocationAck } from './ports.ts';
 export { parseRevocation, revocationBody, encodeRevocation, decodeRevocation, OrderedDelivery } from './revocation.ts';
 export type { RevocationBody } from './revocation.ts';
 export { InProcessRevocationBus } from './memory-bus.ts';
@@ -23,3 +23,5 @@ export { SSF_POLL, SSF_VERIFICATION, SSF_STREAM_UPDATED, SSF_EVENTS_SUPPORTED, S
 export type { StreamCaller, StreamDeliveryReport, SsfStreamsOptions } from './ssf-streams.ts';
 export { SsfReceiver, SetRejected, signalForEvent } from './ssf-receiver.ts';
 export type { SetErrorCode, TrustedTransmitter, ReceivedSet, SsfReceiverOptions } from './ssf-receiver.ts';
+export { RevocationDrill, DRILL_EVENT_PREFIX, drillSubjectKind } from './drill.ts';
+export type { DrillTarget, DrillSubjectKind, DrillPepResult, DrillReport, RevocationDrillDeps } from './drill.ts';

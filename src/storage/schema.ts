@@ -93,6 +93,25 @@ export interface Database {
   ssf_streams: SsfStreamsTable;
   ssf_set_queue: SsfSetQueueTable;
   ssf_received: SsfReceivedTable;
+  enforcement_points: EnforcementPointsTable;
+  revocation_acks: RevocationAcksTable;
+}
+
+/** Enforcement points following the revocation stream. */
+export interface EnforcementPointsTable {
+  id: string;
+  principal_id: string;
+  name: string;
+  registered_at: string;
+  last_seen_at: string;
+}
+
+/** Acknowledgements of drill revocations; `denied` is 0 or 1. */
+export interface RevocationAcksTable {
+  event_id: string;
+  pep_id: string;
+  acked_at: string;
+  denied: number;
 }
 
 /** Shared Signals streams; `body` is the stream state as JSON. */
