@@ -25,3 +25,5 @@ export { SsfReceiver, SetRejected, signalForEvent } from './ssf-receiver.ts';
 export type { SetErrorCode, TrustedTransmitter, ReceivedSet, SsfReceiverOptions } from './ssf-receiver.ts';
 export { RevocationDrill, DRILL_EVENT_PREFIX, drillSubjectKind } from './drill.ts';
 export type { DrillTarget, DrillSubjectKind, DrillPepResult, DrillReport, RevocationDrillDeps } from './drill.ts';
+export { RevocationConnectionTracker } from './connection-tracker.ts';
+export type { HeldBy } from './connection-tracker.ts';
