@@ -31,8 +31,8 @@ function itemOf(l: Lease): LiveItem {
  * @example
  * service.setReevaluator(new Reevaluator({ port: reevaluationPort({ leases, tasks: store.credentials, decider, clock }), bus, audit, clock, context: service.context() }));
  */
-export function reevaluationPort(deps: { leases: LeaseManager; tasks: TaskStore; decider: Decider; clock: Clock }): ReevaluationPort {
-  const { leases, tasks, decider, clock } = deps;
+export function reevaluationPort(deps: { leases: LeaseManager; tasks: TaskStore; decider: Decider; clock: Clock; entries?: () => Promise<readonly { readonly spiffeId: string; readonly owner: { readonly contact: string } }[]> }): ReevaluationPort {
+  const { leases, tasks, decider, clock, entries } = deps;
   return {
     async findLive(q) {
       const seen = new Map<string, LiveItem>();
@@ -48,17 +48,20 @@ export function reevaluationPort(deps: { leases: LeaseManager; tasks: TaskStore;
     // The question re-asked for every item is the one that lets a holder keep
     // a credential: `credential/issue` of the item's audience (a service), or
     // of the workload itself for its SVIDs, with the signal as context.
-    async redecide(item, _signal, context, correlationId) {
+    async redecide(item, signal, context, correlationId) {
       const principal = { type: 'Writ::Workload', id: item.subject };
       const resource = item.type === 'svid' ? principal : { type: 'Writ::Service', id: item.audience ?? item.kind };
+      // An owner who left is visible as the workload's owner with `active` false.
+      const owner = signal.type === 'owner-offboarded' ? { type: 'Writ::Owner', id: signal.subject } : undefined;
       const d = await decider.decide({
         principal,
         action: 'credential/issue',
         resource,
         context: { ...context },
         entities: [
-          { uid: principal, attrs: { spiffeId: item.subject, labels: [], legacy: false } },
+          { uid: principal, attrs: { spiffeId: item.subject, labels: [], legacy: false, ...(owner === undefined ? {} : { owner: { __entity: owner } }) } },
           ...(resource === principal ? [] : [{ uid: resource, attrs: { internetFacing: false, legacy: false, sensitivity: 'unknown' } }]),
+          ...(owner === undefined ? [] : [{ uid: owner, attrs: { email: signal.subject, active: false } }]),
         ],
         correlationId,
         requestedBy: 'signal-reevaluation',
@@ -78,6 +81,12 @@ export function reevaluationPort(deps: { leases: LeaseManager; tasks: TaskStore;
 
     async invalidateDecisions() {
       decider.invalidate();
+    },
+
+    async ownedBy(owner) {
+      if (entries === undefined) return [];
+      const o = owner.toLowerCase();
+      return [...new Set((await entries()).filter((e) => e.owner.contact.toLowerCase() === o).map((e) => e.spiffeId))];
     },
 
     async endTask(taskId) {

@@ -95,7 +95,7 @@ export async function startServer(sources: ConfigSources & { logStream?: NodeJS.
     const served1 = signals;
     creds = await startCredentials(config, store, audit);
     // Every accepted signal re-evaluates what is live for its subjects (docs/signals.md).
-    signals.service.setReevaluator(new Reevaluator({ port: reevaluationPort({ leases: creds.leases, tasks: store.credentials, decider: policy.decider, clock: systemClock }), bus: signals.bus, audit, clock: systemClock, context: signals.service.context() }));
+    signals.service.setReevaluator(new Reevaluator({ port: reevaluationPort({ leases: creds.leases, tasks: store.credentials, decider: policy.decider, clock: systemClock, entries: () => store.identity.listEntries() }), bus: signals.bus, audit, clock: systemClock, context: signals.service.context() }));
     signals.setDrill(new RevocationDrill({ bus: signals.bus, points: signals.points, target: drillTarget({ leases: creds.leases, tasks: store.credentials, clock: systemClock }), audit, clock: systemClock, livenessMs: Math.max(15_000, 3 * config['revocations.heartbeatMs']) }));
     const served0 = identity;
     const pdp0 = policy;

@@ -90,6 +90,8 @@ export interface ReevaluationPort {
   invalidateDecisions(): Promise<void>;
   /** Mark a task ended so nothing new binds to it (task-completed); optional. */
   endTask?(taskId: string, correlationId: string): Promise<void>;
+  /** SPIFFE IDs of the workloads an owner (an entry's `owner.contact`) owns, for owner-offboarded; optional. */
+  ownedBy?(owner: string): Promise<readonly string[]>;
 }
 
 /** One line of a receipt. */
@@ -216,14 +218,14 @@ export class Reevaluator {
     const startedAt = new Date(clock.nowMs()).toISOString();
     const reason = cutReason(signal);
     const q = querySubjects(signal);
+    // An owner who left: what they hold, and everything their workloads hold.
+    if (signal.type === 'owner-offboarded' && port.ownedBy !== undefined) q.subjects.push(...(await port.ownedBy(signal.subject)).filter((x) => !q.subjects.includes(x)));
     if (q.taskId !== undefined) await port.endTask?.(q.taskId, correlationId);
     const found = await port.findLive({ subjects: q.subjects, ...(q.taskId === undefined ? {} : { taskId: q.taskId }), ...(q.all === true ? { all: true } : {}), limit: max + 1 });
     const truncated = found.length > max;
     const live = found.slice(0, max);
     // SVIDs of a SPIFFE subject are live as long as the subject may hold them.
-    if (q.subjects.length > 0 && signal.subject.startsWith('spiffe://') && signal.type !== 'owner-offboarded') {
-      live.push({ type: 'svid', id: signal.subject, subject: signal.subject, kind: 'svid', gated: false });
-    }
+    for (const subject of q.subjects) if (subject.startsWith('spiffe://')) live.push({ type: 'svid', id: subject, subject, kind: 'svid', gated: false });
     const context = await this.#context(signal);
     // Cached decisions first: a PEP or the PDP must not answer from a decision made before the signal.
     await port.invalidateDecisions();

@@ -34,6 +34,8 @@ permit(principal, action == Writ::Action::"token/exchange", resource == Writ::Se
 permit(principal, action == Writ::Action::"credential/issue", resource == Writ::Service::"${API}");
 @id("posture-floor")
 forbid(principal, action == Writ::Action::"credential/issue", resource) when { context has posture && context.posture.score < 50 };
+@id("owner-active")
+forbid(principal, action == Writ::Action::"credential/issue", resource) when { principal has owner && !principal.owner.active };
 `;
 
 async function pgQuery<T extends pg.QueryResultRow>(text: string, values: unknown[] = []): Promise<T[]> {
@@ -242,5 +244,23 @@ describe('re-evaluation on signals', () => {
     const receipt = await receiptOf(srv, sig.json.signal.id);
     assert.equal((receipt.details.items as any[]).find((i) => i.id === cred.json.lease.id)?.cutAt, items[0].cutAt);
     await srv.call('POST', `/admin/v1/leases/${other.json.lease.id}/revoke`, { body: { reason: 'test-cleanup' } });
+  });
+
+  it('an owner-offboarded signal re-decides what the owner\'s workloads hold, with the owner inactive', async (t) => {
+    const srv = await server(t);
+    if (srv === undefined) return;
+    const owned = `spiffe://${TD}/svc/owned-by-bob`;
+    const entry = await srv.call('POST', '/admin/v1/entries', { body: { spiffeId: owned, parentId: `spiffe://${TD}/writ/node/n1`, selectors: ['unix:uid:1001'], owner: { team: 'payments', contact: 'Bob@Example.com' } } });
+    assert.equal(entry.status, 201, entry.text);
+    const tok = await accessToken(srv, '/svc/owned-by-bob');
+    const bystander = await accessToken(srv, '/svc/owned-by-someone-else');
+    const sig = await srv.call('POST', '/admin/v1/signals', { body: { type: 'owner-offboarded', subject: 'bob@example.com' } });
+    assert.equal(sig.status, 201, sig.text);
+    const items = new Map((sig.json.reevaluation.items as any[]).map((i) => [i.id, i]));
+    assert.deepEqual([items.get(tok.jti)?.outcome, items.get(tok.jti)?.reasons], ['revoked', ['policy-forbid']]);
+    assert.equal(items.get(owned)?.outcome, 'revoked', 'the owned workload\'s SVIDs are cut');
+    assert.equal(items.has(bystander.jti), false, 'another workload is not looked at');
+    assert.equal(await leaseState(srv, tok.jti), 'revoked');
+    assert.equal(await leaseState(srv, bystander.jti), 'active');
   });
 });
