@@ -92,6 +92,18 @@ test('a live drill of a SPIFFE ID publishes subject-revoked; both points acknowl
   assert.equal(typeof r.json.maxTimeToDenyMs, 'number');
 });
 
+test('a live drill of a token id publishes token-revoked for it; the command has --help', async () => {
+  const r = await s.call('POST', '/admin/v1/drills/revoke', { body: { subject: 'jti-held-by-edge' } });
+  assert.equal(r.status, 200, r.text);
+  assert.equal(r.json.subjectKind, 'token');
+  assert.deepEqual(r.json.events.map((e: { kind: string }) => e.kind), ['token-revoked']);
+  assert.deepEqual(r.json.revoked, [], 'no lease of that id here; the token is still revoked at every point');
+  assert.equal(r.json.passed, true);
+  const help: string[] = [];
+  assert.equal(await main(['drill', 'revoke', '--help'], { out: (x) => help.push(x), err: () => undefined, env: {} }), 0);
+  assert.match(help.join('\n'), /usage: writ drill revoke --subject SPIFFE_ID\|TASK_ID\|TOKEN_ID \[--canary\] \[--timeout-ms N\] \[--json\]/);
+});
+
 test('bad subjects are refused; a point that died is listed missing and the drill fails', async () => {
   const bad = await s.call('POST', '/admin/v1/drills/revoke', { body: { subject: 'not a subject!' } });
   assert.deepEqual([bad.status, bad.json.code, bad.json.message], [400, 'ERR_SIGNALS_DRILL_INVALID', 'a drill subject is a SPIFFE ID, a task id (`task_…`) or a token id (`jti`)']);
