@@ -56,7 +56,12 @@ before(async () => {
   const addr = tx.address();
   txUrl = `http://127.0.0.1:${typeof addr === 'object' && addr !== null ? addr.port : 0}`;
   s = await startTestServer({
-    flags: { 'ssf.transmitters': JSON.stringify([{ issuer: TX, jwksUri: `${txUrl}/jwks`, audience: AUD, pushAuthorizationEnv: 'SSF_TX_PUSH_AUTH', pollUrl: `${txUrl}/poll`, pollAuthorizationEnv: 'SSF_TX_POLL_AUTH', pollIntervalMs: 100 }]) },
+    flags: {
+      'ssf.transmitters': JSON.stringify([
+        { issuer: TX, jwksUri: `${txUrl}/jwks`, audience: AUD, pushAuthorizationEnv: 'SSF_TX_PUSH_AUTH', pollUrl: `${txUrl}/poll`, pollAuthorizationEnv: 'SSF_TX_POLL_AUTH', pollIntervalMs: 100 },
+        { issuer: 'https://poll-only.example', jwksUri: `${txUrl}/jwks`, audience: AUD, push: false },
+      ]),
+    },
     env: { SSF_TX_PUSH_AUTH: 'Bearer tx-pushes', SSF_TX_POLL_AUTH: 'Bearer writ-polls' },
   });
 });
@@ -123,6 +128,7 @@ test('forged and wrong SETs are refused with the RFC 8935 err code', async () =>
     ['sub present', set(noncompliant, { extra: { sub: 'x' } }).then((x) => push(x.jwt)), 'invalid_request', 'a SET must not carry `sub` (use `sub_id`)'],
     ['exp present', set(noncompliant, { extra: { exp: 4_102_444_800 } }).then((x) => push(x.jwt)), 'invalid_request', 'a SET must not carry `exp`'],
     ['no events', set({}).then((x) => push(x.jwt)), 'invalid_request', 'the SET has no `events`'],
+    ['a transmitter that may not push', set(noncompliant, { iss: 'https://poll-only.example' }).then((x) => push(x.jwt)), 'access_denied', 'this transmitter may not push; it is polled'],
     ['wrong Authorization', set(noncompliant).then((x) => push(x.jwt, 'Bearer guess')), 'authentication_failed', 'the `Authorization` header is missing or wrong'],
     ['no Authorization', set(noncompliant).then((x) => push(x.jwt, null)), 'authentication_failed', 'the `Authorization` header is missing or wrong'],
     ['not a JWT', push('hello'), 'invalid_request', 'the body must be one SET in JWS compact serialization'],
@@ -136,7 +142,7 @@ test('forged and wrong SETs are refused with the RFC 8935 err code', async () =>
   assert.equal((await s.call('GET', `/admin/v1/signals?subject=${encodeURIComponent(W)}&type=posture-changed`)).json.signals.length, 1, 'none of them made a signal');
   const rejected = await s.call('GET', '/admin/v1/audit/events?action=ssf.set.rejected&limit=1000');
   const errs = (rejected.json.events as any[]).map((e) => e.details.err);
-  for (const e of ['invalid_key', 'invalid_issuer', 'invalid_audience', 'invalid_request', 'authentication_failed']) assert.ok(errs.includes(e), `a refusal with ${e} is audited`);
+  for (const e of ['invalid_key', 'invalid_issuer', 'invalid_audience', 'invalid_request', 'authentication_failed', 'access_denied']) assert.ok(errs.includes(e), `a refusal with ${e} is audited`);
   assert.ok(!JSON.stringify(rejected.json).includes('tx-pushes'), 'no Authorization value in the audit log');
 });
 
