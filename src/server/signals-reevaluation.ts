@@ -45,28 +45,36 @@ export function reevaluationPort(deps: { leases: LeaseManager; tasks: TaskStore;
       return [...seen.values()].slice(0, q.limit);
     },
 
-    // The question re-asked for every item is the one that lets a holder keep
-    // a credential: `credential/issue` of the item's audience (a service), or
-    // of the workload itself for its SVIDs, with the signal as context.
+    // The question re-asked is the one that lets a holder keep a credential:
+    // `credential/issue` of the item's audience (a service), or of the
+    // workload itself for its SVIDs, with the signal as context. A token may
+    // also have come from a token exchange: it is kept when either action is
+    // allowed and no `forbid` matched either.
     async redecide(item, signal, context, correlationId) {
       const principal = { type: 'Writ::Workload', id: item.subject };
       const resource = item.type === 'svid' ? principal : { type: 'Writ::Service', id: item.audience ?? item.kind };
       // An owner who left is visible as the workload's owner with `active` false.
       const owner = signal.type === 'owner-offboarded' ? { type: 'Writ::Owner', id: signal.subject } : undefined;
-      const d = await decider.decide({
-        principal,
-        action: 'credential/issue',
-        resource,
-        context: { ...context },
-        entities: [
-          { uid: principal, attrs: { spiffeId: item.subject, labels: [], legacy: false, ...(owner === undefined ? {} : { owner: { __entity: owner } }) } },
-          ...(resource === principal ? [] : [{ uid: resource, attrs: { internetFacing: false, legacy: false, sensitivity: 'unknown' } }]),
-          ...(owner === undefined ? [] : [{ uid: owner, attrs: { email: signal.subject, active: false } }]),
-        ],
-        correlationId,
-        requestedBy: 'signal-reevaluation',
-      });
-      return { decision: d.decision, reasons: d.reasons, policyVersion: d.policyVersion, forbidden: d.decision === 'deny' && d.determiningPolicies.length > 0 };
+      const ask = (action: string) =>
+        decider.decide({
+          principal,
+          action,
+          resource,
+          context: { ...context },
+          entities: [
+            { uid: principal, attrs: { spiffeId: item.subject, labels: [], legacy: false, ...(owner === undefined ? {} : { owner: { __entity: owner } }) } },
+            ...(resource === principal ? [] : [{ uid: resource, attrs: { internetFacing: false, legacy: false, sensitivity: 'unknown' } }]),
+            ...(owner === undefined ? [] : [{ uid: owner, attrs: { email: signal.subject, active: false } }]),
+          ],
+          correlationId,
+          requestedBy: 'signal-reevaluation',
+        });
+      const decisions = item.type === 'token' ? await Promise.all([ask('credential/issue'), ask('token/exchange')]) : [await ask('credential/issue')];
+      const forbid = decisions.find((d) => d.decision === 'deny' && d.determiningPolicies.length > 0);
+      const allow = decisions.find((d) => d.decision === 'allow');
+      const d = forbid ?? allow ?? decisions[0];
+      if (d === undefined) throw new TypeError('no decision');
+      return { decision: forbid === undefined && allow !== undefined ? 'allow' : 'deny', reasons: d.reasons, policyVersion: d.policyVersion, forbidden: forbid !== undefined };
     },
 
     async cut(item, reason, correlationId) {

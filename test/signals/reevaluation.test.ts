@@ -23,6 +23,7 @@ import type { TestServer } from '../support/server.ts';
 
 const TD = 'writ.local';
 const API = 'https://api.example.com';
+const REPORTS = 'https://reports.example.com';
 const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
 const TT_JWT = 'urn:ietf:params:oauth:token-type:jwt';
 
@@ -30,6 +31,8 @@ const TT_JWT = 'urn:ietf:params:oauth:token-type:jwt';
 const POLICIES = `
 @id("exchange-api")
 permit(principal, action == Writ::Action::"token/exchange", resource == Writ::Service::"${API}");
+@id("exchange-reports")
+permit(principal, action == Writ::Action::"token/exchange", resource == Writ::Service::"${REPORTS}");
 @id("issue-api")
 permit(principal, action == Writ::Action::"credential/issue", resource == Writ::Service::"${API}");
 @id("posture-floor")
@@ -104,9 +107,9 @@ describe('re-evaluation on signals', () => {
 
   const server = async (t: { skip(m: string): void }): Promise<TestServer | undefined> => ((await skipWithoutPostgres(t as never)) ? undefined : s);
 
-  async function accessToken(srv: TestServer, path: string): Promise<{ jti: string; token: string }> {
+  async function accessToken(srv: TestServer, path: string, audience = API): Promise<{ jti: string; token: string }> {
     const svid = await srv.server.identity.ca.signJwtSvid({ spiffeId: `spiffe://${TD}${path}`, audience: srv.url });
-    const res = await fetch(`${srv.url}/oauth2/token`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ grant_type: TOKEN_EXCHANGE, subject_token: svid.token, subject_token_type: TT_JWT, audience: API }) });
+    const res = await fetch(`${srv.url}/oauth2/token`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ grant_type: TOKEN_EXCHANGE, subject_token: svid.token, subject_token_type: TT_JWT, audience }) });
     const body = (await res.json()) as { access_token: string };
     assert.equal(res.status, 200, JSON.stringify(body));
     const claims = JSON.parse(Buffer.from(body.access_token.split('.')[1] ?? '', 'base64url').toString('utf8')) as { jti: string };
@@ -188,6 +191,8 @@ describe('re-evaluation on signals', () => {
     if (srv === undefined) return;
     const subject = `spiffe://${TD}/svc/healthy`;
     const tok = await accessToken(srv, '/svc/healthy');
+    // Only a token exchange is permitted for this audience: the token is kept on that permit.
+    const exchanged = await accessToken(srv, '/svc/healthy', REPORTS);
     const cred = await srv.call('POST', '/admin/v1/creds/main', { body: { role: 'reader', subject, ttlSeconds: 600 } });
     assert.equal(cred.status, 201, cred.text);
     const before = heard.length;
@@ -195,7 +200,8 @@ describe('re-evaluation on signals', () => {
     assert.equal(sig.status, 201, sig.text);
     const rx = sig.json.reevaluation;
     assert.equal(rx.revoked, 0);
-    assert.deepEqual((rx.items as any[]).filter((i) => i.type !== 'decision-cache').map((i) => [i.id, i.outcome]).sort(), [[cred.json.lease.id, 'kept'], [subject, 'kept'], [tok.jti, 'kept']].sort());
+    assert.deepEqual((rx.items as any[]).filter((i) => i.type !== 'decision-cache').map((i) => [i.id, i.outcome]).sort(), [[cred.json.lease.id, 'kept'], [subject, 'kept'], [tok.jti, 'kept'], [exchanged.jti, 'kept']].sort());
+    assert.equal((rx.items as any[]).find((i) => i.id === exchanged.jti)?.decision, 'allow');
     assert.equal((rx.items as any[]).find((i) => i.id === tok.jti)?.decision, 'allow');
     assert.equal(await leaseState(srv, tok.jti), 'active');
     assert.equal(await leaseState(srv, cred.json.lease.id), 'active');
