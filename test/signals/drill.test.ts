@@ -114,7 +114,7 @@ test('bad subjects are refused; a point that died is listed missing and the dril
   dead?.proc.kill('SIGKILL');
   await new Promise<void>((r) => (dead?.proc.exitCode !== null ? r() : dead.proc.once('exit', () => r())));
   const out: string[] = [];
-  const code = await main(['drill', 'revoke', '--subject', W, '--canary', '--timeout-ms', '1500', '--json'], { out: (x) => out.push(x), err: () => undefined, env: { WRIT_SERVER: s.url, WRIT_TOKEN: s.token } });
+  const code = await main(['drill', 'revoke', '--subject', W, '--canary', '--timeout-ms', '4000', '--json'], { out: (x) => out.push(x), err: () => undefined, env: { WRIT_SERVER: s.url, WRIT_TOKEN: s.token } });
   assert.equal(code, 1, 'a failed drill exits 1');
   const report = JSON.parse(out.join('\n'));
   assert.equal(report.passed, false);
