@@ -9,7 +9,7 @@
 import type { AuditActor, Clock } from '../kernel/index.ts';
 import type { Lease, LeaseManager, LeaseState, TaskStore } from '../credentials/index.ts';
 import type { Decider } from '../policy/index.ts';
-import type { DrillTarget, LiveItem, ReevaluationPort, RevocationInput } from '../signals/index.ts';
+import type { DrillTarget, LiveItem, ReevaluationPort, RevocationBus, RevocationInput, Unsubscribe } from '../signals/index.ts';
 
 const LIVE: readonly LeaseState[] = ['pending', 'active'];
 const TOKEN_KINDS = new Set(['access_token', 'refresh_token']);
@@ -145,4 +145,18 @@ export function drillTarget(deps: { leases: LeaseManager; tasks: TaskStore; cloc
       return { leaseId: l.id };
     },
   };
+}
+
+/**
+ * Every replica drops its PDP decision cache on a signal, a policy change or
+ * a subject revocation heard on the bus, so a replica that did not accept the
+ * signal does not answer from a decision made before it.
+ *
+ * @example
+ * const stop = await invalidateDecisionsOnRevocations(bus, policy.decider);
+ */
+export function invalidateDecisionsOnRevocations(bus: RevocationBus, decider: Decider, onError?: (err: unknown) => void): Promise<Unsubscribe> {
+  return bus.subscribe(undefined, (e) => {
+    if (e.kind === 'signal' || e.kind === 'policy-changed' || e.kind === 'subject-revoked') decider.invalidate();
+  }, onError === undefined ? {} : { onError });
 }

@@ -26,7 +26,7 @@ import { startSignals } from './signals-routes.ts';
 import type { ServedSignals, SsfDeliveryLog } from './signals-routes.ts';
 import { Reevaluator, RevocationDrill } from '../signals/index.ts';
 import type { DeliveryReport } from '../signals/index.ts';
-import { reevaluationPort, drillTarget } from './signals-reevaluation.ts';
+import { reevaluationPort, drillTarget, invalidateDecisionsOnRevocations } from './signals-reevaluation.ts';
 
 /** The running server. */
 export interface RunningServer {
@@ -96,6 +96,7 @@ export async function startServer(sources: ConfigSources & { logStream?: NodeJS.
     creds = await startCredentials(config, store, audit);
     // Every accepted signal re-evaluates what is live for its subjects (docs/signals.md).
     signals.service.setReevaluator(new Reevaluator({ port: reevaluationPort({ leases: creds.leases, tasks: store.credentials, decider: policy.decider, clock: systemClock, entries: () => store.identity.listEntries() }), bus: signals.bus, audit, clock: systemClock, context: signals.service.context() }));
+    await invalidateDecisionsOnRevocations(signals.bus, policy.decider);
     signals.setDrill(new RevocationDrill({ bus: signals.bus, points: signals.points, target: drillTarget({ leases: creds.leases, tasks: store.credentials, clock: systemClock }), audit, clock: systemClock, livenessMs: Math.max(15_000, 3 * config['revocations.heartbeatMs']) }));
     const served0 = identity;
     const pdp0 = policy;

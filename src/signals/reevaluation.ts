@@ -109,6 +109,8 @@ export interface ReceiptItem {
   readonly cutAt?: string;
   /** Cursor of the revocation published for it. */
   readonly cursor?: number;
+  /** True when it was cut but the bus did not take the revocation. */
+  readonly unpublished?: boolean;
 }
 
 /** What one re-evaluation did; the same object is the receipt's `details`. */
@@ -259,20 +261,26 @@ export class Reevaluator {
         items.push({ ...line, outcome: 'already-ended' });
         continue;
       }
-      const event = await bus.publish({ ...revocationFor(item, signal, reason), at: cutAt });
-      items.push({ ...line, outcome: 'revoked', cutAt, cursor: event.cursor });
+      try {
+        const event = await bus.publish({ ...revocationFor(item, signal, reason), at: cutAt });
+        items.push({ ...line, outcome: 'revoked', cutAt, cursor: event.cursor });
+      } catch {
+        // Cut at the source, but enforcement points were not told: the receipt says so.
+        items.push({ ...line, outcome: 'revoked', cutAt, unpublished: true });
+      }
     }
     const revoked = items.filter((i) => i.outcome === 'revoked').length;
     const kept = items.filter((i) => i.outcome === 'kept').length;
     const failed = items.some((i) => i.outcome === 'cut-failed');
+    const unpublished = items.some((i) => i.unpublished === true);
     const finishedAt = new Date(clock.nowMs()).toISOString();
     const receipt: ReevaluationReceipt = { signalId: signal.id, signalType: signal.type, subject: signal.subject, startedAt, finishedAt, items, revoked, kept, truncated };
     const rec = await audit.append({
       action: 'signal.reevaluated',
       actor,
       target: { type: 'signal', id: signal.id, name: signal.subject },
-      outcome: failed ? 'failure' : 'success',
-      reasons: [signal.type, revoked > 0 ? 'access-revoked' : 'nothing-revoked', ...(failed ? ['cut-failed'] : []), ...(truncated ? ['truncated'] : [])],
+      outcome: failed || unpublished ? 'failure' : 'success',
+      reasons: [signal.type, revoked > 0 ? 'access-revoked' : 'nothing-revoked', ...(failed ? ['cut-failed'] : []), ...(unpublished ? ['publish-failed'] : []), ...(truncated ? ['truncated'] : [])],
       correlationId,
       details: { ...receipt },
       time: finishedAt,
