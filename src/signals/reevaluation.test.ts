@@ -121,3 +121,14 @@ test('a revocation the bus does not take is still a cut, and the receipt says it
   assert.deepEqual(audit.events[0]?.reasons, ['risk-changed', 'access-revoked', 'publish-failed']);
   await bus.close();
 });
+
+test('entry-deleted, node-evicted and an unnamed compromise end everything found, whatever policy says', async () => {
+  for (const signal of [{ type: 'entry-deleted' as const, subject: W, entryId: 'e1' }, { type: 'node-evicted' as const, subject: W }, { type: 'credential-compromised' as const, subject: W }]) {
+    const clock = new ManualClock(0);
+    const bus = new InProcessRevocationBus(clock);
+    const p = port([token, lease], () => ({ decision: 'allow', reasons: [], policyVersion: 'v1', forbidden: false }));
+    const r = await new Reevaluator({ port: p, bus, audit: sink(), clock, context }).run(record(signal), 'cid');
+    assert.deepEqual(r.items.filter((i) => i.type !== 'decision-cache').map((i) => [i.id, i.outcome, i.reasons]), [['tok1', 'revoked', [signal.type]], ['lease1', 'revoked', [signal.type]], [W, 'revoked', [signal.type]]], signal.type);
+    await bus.close();
+  }
+});

@@ -210,9 +210,10 @@ export class Reevaluator {
 
   /**
    * Re-evaluate everything live for the signal's subjects and cut what no
-   * longer passes. A task-completed signal ends the task's items whatever
-   * policy says (the task they were bound to is over); every other signal
-   * cuts exactly the items the PDP now denies.
+   * longer passes. `task-completed`, `entry-deleted`, `node-evicted` and a
+   * `credential-compromised` that names no lease or token end every item
+   * found whatever policy says; a `credential-compromised` naming one ends
+   * that one; every other item is cut exactly when the PDP now denies it.
    */
   async run(signal: SignalRecord, correlationId: string, actor: AuditActor = SYSTEM): Promise<ReevaluationReceipt> {
     const { port, bus, audit, clock } = this.#d;
@@ -232,9 +233,13 @@ export class Reevaluator {
     // Cached decisions first: a PEP or the PDP must not answer from a decision made before the signal.
     await port.invalidateDecisions();
     const items: ReceiptItem[] = [{ type: 'decision-cache', id: 'pdp', decision: 'deny', reasons: [reason], outcome: 'invalidated', cutAt: new Date(clock.nowMs()).toISOString() }];
+    // Facts that end access whatever policy says: the task is over, the
+    // identity or node is gone, or an unnamed credential of the subject leaked.
+    const sig = signal.signal;
+    const ends = sig.type === 'task-completed' || sig.type === 'entry-deleted' || sig.type === 'node-evicted' || (sig.type === 'credential-compromised' && sig.leaseId === undefined && sig.tokenId === undefined);
     for (const item of live) {
       let d: Redecision;
-      if (signal.type === 'task-completed') d = { decision: 'deny', reasons: ['task-completed'], policyVersion: null, forbidden: true };
+      if (ends) d = { decision: 'deny', reasons: [signal.type], policyVersion: null, forbidden: true };
       else if (signal.signal.type === 'credential-compromised' && (item.id === signal.signal.leaseId || item.id === signal.signal.tokenId)) d = { decision: 'deny', reasons: ['credential-compromised'], policyVersion: null, forbidden: true };
       else {
         try {
