@@ -32,9 +32,16 @@ function common(v: Values): Record<string, unknown> {
 }
 
 async function send(v: Values, io: Io, body: Record<string, unknown>): Promise<number> {
-  const r = (await call(client(v, io), 'POST', '/admin/v1/signals', { ...body, ...common(v) })).json as { signal: SignalJson; cursor: number };
+  const r = (await call(client(v, io), 'POST', '/admin/v1/signals', { ...body, ...common(v) })).json as { signal: SignalJson; cursor: number; reevaluation?: { revoked: number; kept: number; items: { type: string; id: string; outcome: string; cutAt?: string }[] } };
   if (v.json === true) io.out(JSON.stringify(r, null, 2));
-  else io.out(`${r.signal.type} ${r.signal.subject} accepted as ${r.signal.id} (bus cursor ${r.cursor})`);
+  else {
+    io.out(`${r.signal.type} ${r.signal.subject} accepted as ${r.signal.id} (bus cursor ${r.cursor})`);
+    const rx = r.reevaluation;
+    if (rx !== undefined) {
+      io.out(`re-evaluated: ${rx.revoked} revoked, ${rx.kept} kept`);
+      for (const i of rx.items) if (i.outcome === 'revoked' || i.outcome === 'cut-failed') io.out(`  ${i.outcome}\t${i.type}\t${i.id}\t${i.cutAt ?? '-'}`);
+    }
+  }
   return 0;
 }
 
