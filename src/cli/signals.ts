@@ -2,7 +2,8 @@
  * `writ signal …` sends a typed signal to the server (`POST /admin/v1/signals`);
  * `writ signal list` and `writ signal context` read them back;
  * `writ revocation publish` puts a revocation on the bus and
- * `writ revocation watch` follows the revocation stream as a PEP would.
+ * `writ revocation watch` follows the revocation stream as a PEP would;
+ * `writ drill revoke` runs a revocation drill and prints its report.
  */
 import { call, CliError } from './client.ts';
 import { CLIENT_OPTIONS, CLIENT_HELP, client, table } from './command.ts';
@@ -31,9 +32,16 @@ function common(v: Values): Record<string, unknown> {
 }
 
 async function send(v: Values, io: Io, body: Record<string, unknown>): Promise<number> {
-  const r = (await call(client(v, io), 'POST', '/admin/v1/signals', { ...body, ...common(v) })).json as { signal: SignalJson; cursor: number };
+  const r = (await call(client(v, io), 'POST', '/admin/v1/signals', { ...body, ...common(v) })).json as { signal: SignalJson; cursor: number; reevaluation?: { revoked: number; kept: number; items: { type: string; id: string; outcome: string; cutAt?: string }[] } };
   if (v.json === true) io.out(JSON.stringify(r, null, 2));
-  else io.out(`${r.signal.type} ${r.signal.subject} accepted as ${r.signal.id} (bus cursor ${r.cursor})`);
+  else {
+    io.out(`${r.signal.type} ${r.signal.subject} accepted as ${r.signal.id} (bus cursor ${r.cursor})`);
+    const rx = r.reevaluation;
+    if (rx !== undefined) {
+      io.out(`re-evaluated: ${rx.revoked} revoked, ${rx.kept} kept`);
+      for (const i of rx.items) if (i.outcome === 'revoked' || i.outcome === 'cut-failed') io.out(`  ${i.outcome}\t${i.type}\t${i.id}\t${i.cutAt ?? '-'}`);
+    }
+  }
   return 0;
 }
 
@@ -183,5 +191,47 @@ const revocationWatch: Command = {
   },
 };
 
-/** The signal and revocation commands. */
-export const SIGNAL_COMMANDS: readonly Command[] = [posture, risk, compromised, offboarded, taskCompleted, entryDeleted, nodeEvicted, policyChanged, signalList, signalContext, revocationPublish, revocationWatch];
+interface DrillReportJson {
+  drillId: string;
+  subject: string;
+  subjectKind: string;
+  canary: boolean;
+  revokedAt: string;
+  events: { id: string; kind: string; cursor: number }[];
+  revoked: { id: string; kind: string; revokedAt: string | null }[];
+  peps: { id: string; name: string; status: string; timeToDenyMs?: number }[];
+  failures: number;
+  passed: boolean;
+  maxTimeToDenyMs?: number;
+}
+
+const drillRevoke: Command = {
+  name: 'drill revoke',
+  summary: 'revocation drill: revoke a SPIFFE ID, task or token (or, with --canary, a credential minted for the drill) and measure until every registered enforcement point denies',
+  usage: 'writ drill revoke --subject SPIFFE_ID|TASK_ID|TOKEN_ID [--canary] [--timeout-ms N] [--json]',
+  options: { ...CLIENT_OPTIONS, subject: { type: 'string' }, canary: { type: 'boolean' }, 'timeout-ms': { type: 'string' } },
+  help: {
+    '--subject S': 'what to revoke: a SPIFFE ID (every live credential and its SVIDs), a task id (its credentials) or a token id (jti)',
+    '--canary': 'do not touch the subject: mint a canary credential for it and revoke that',
+    '--timeout-ms N': 'how long to wait for every enforcement point (default 10000)',
+    ...CLIENT_HELP,
+  },
+  async run(v, _p, io) {
+    const subject = str(v, 'subject');
+    if (subject === undefined) throw new CliError('--subject is required', 'ERR_CLI_USAGE', 2);
+    const t = str(v, 'timeout-ms');
+    if (t !== undefined && !/^\d{3,6}$/.test(t)) throw new CliError('--timeout-ms must be a whole number of milliseconds (100 to 120000)', 'ERR_CLI_USAGE', 2);
+    const r = (await call(client(v, io), 'POST', '/admin/v1/drills/revoke', { subject, canary: v.canary === true, ...(t === undefined ? {} : { timeoutMs: Number(t) }) })).json as DrillReportJson;
+    if (v.json === true) io.out(JSON.stringify(r, null, 2));
+    else {
+      io.out(`drill ${r.drillId}: ${r.canary ? 'canary for' : 'revoked'} ${r.subjectKind} ${r.subject} at ${r.revokedAt}`);
+      io.out(`events: ${r.events.map((e) => `${e.kind} (cursor ${e.cursor})`).join(', ')}; credentials cut: ${r.revoked.length}`);
+      io.out(table([['ENFORCEMENT POINT', 'STATUS', 'TIME TO DENY'], ...r.peps.map((p) => [p.id, p.status, p.timeToDenyMs === undefined ? '-' : `${p.timeToDenyMs} ms`])]));
+      io.out(r.passed ? `passed: ${r.peps.length} enforcement point(s) deny, slowest ${r.maxTimeToDenyMs ?? 0} ms` : r.peps.length === 0 ? 'FAILED: no enforcement point is registered' : `FAILED: ${r.failures} of ${r.peps.length} enforcement point(s) did not deny in time`);
+    }
+    return r.passed ? 0 : 1;
+  },
+};
+
+/** The signal, revocation and drill commands. */
+export const SIGNAL_COMMANDS: readonly Command[] = [posture, risk, compromised, offboarded, taskCompleted, entryDeleted, nodeEvicted, policyChanged, signalList, signalContext, revocationPublish, revocationWatch, drillRevoke];

@@ -357,6 +357,7 @@ describe('envName', () => {
       'bus.natsStream': 'WRIT_BUS_NATS_STREAM',
       'revocations.heartbeatMs': 'WRIT_REVOCATIONS_HEARTBEAT_MS',
       'ssf.receivers': 'WRIT_SSF_RECEIVERS',
+      'ssf.transmitters': 'WRIT_SSF_TRANSMITTERS',
       'oauth.accessTokenTtlSeconds': 'WRIT_OAUTH_ACCESS_TOKEN_TTL_SECONDS',
       'oauth.accessTokenMaxTtlSeconds': 'WRIT_OAUTH_ACCESS_TOKEN_MAX_TTL_SECONDS',
       'oauth.maxDelegationDepth': 'WRIT_OAUTH_MAX_DELEGATION_DEPTH',

@@ -25,7 +25,8 @@ import type { IdentityIssuer } from '../identity/index.ts';
 import { registerCredentialRoutes } from './credentials-routes.ts';
 import type { ServedCredentials } from './credentials-routes.ts';
 import { registerSignalRoutes } from './signals-routes.ts';
-import type { SignalService, SsfPushTransmitter, SetSigner } from '../signals/index.ts';
+import type { SignalService } from '../signals/index.ts';
+import type { SignalRouteExtras } from './signals-routes.ts';
 import { registerOAuthRoutes } from './oauth-routes.ts';
 import type { ServedOAuth } from './oauth-routes.ts';
 import { registerClientCertCheck } from './tls-listener.ts';
@@ -49,7 +50,8 @@ export interface AppDeps {
   /** Signals and the revocation bus; their routes and the PEP revocation stream are served when present. */
   readonly signals?: SignalService;
   /** The SSF push transmitter and its signer, when receivers are configured. */
-  readonly ssf?: { readonly transmitter: SsfPushTransmitter; readonly signer: SetSigner };
+  /** Shared Signals, the enforcement point registry and drills. */
+  readonly signalsExtras?: SignalRouteExtras;
   /** The OAuth authorization server; its routes are served when present. */
   readonly oauth?: ServedOAuth;
   /** The TLS listener's advertised URL, once it listens (read per request). */
@@ -261,7 +263,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   if (deps.policy !== undefined) await registerPolicyRoutes(app, { policy: deps.policy, admins, audit, metrics: metrics.registry });
   if (deps.identity !== undefined) await registerIdentityRoutes(app, deps.identity, deps.tls);
   if (deps.credentials !== undefined) await registerCredentialRoutes(app, deps.credentials);
-  if (deps.signals !== undefined) await registerSignalRoutes(app, { signals: deps.signals, audit, heartbeatMs: config['revocations.heartbeatMs'], ...(deps.ssf === undefined ? {} : { ssf: deps.ssf.transmitter, ssfSigner: deps.ssf.signer }) });
+  if (deps.signals !== undefined) await registerSignalRoutes(app, { signals: deps.signals, audit, heartbeatMs: config['revocations.heartbeatMs'], ...deps.signalsExtras });
   if (deps.oauth !== undefined) await registerOAuthRoutes(app, deps.oauth, audit);
   return app;
 }

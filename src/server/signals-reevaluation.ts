@@ -6,10 +6,10 @@
  * are leases whose id is the `jti`; dynamic secrets are leases whose revoker
  * drops the account and its sessions), the task store and the PDP.
  */
-import type { Clock } from '../kernel/index.ts';
+import type { AuditActor, Clock } from '../kernel/index.ts';
 import type { Lease, LeaseManager, LeaseState, TaskStore } from '../credentials/index.ts';
 import type { Decider } from '../policy/index.ts';
-import type { LiveItem, ReevaluationPort } from '../signals/index.ts';
+import type { DrillTarget, LiveItem, ReevaluationPort, RevocationBus, RevocationInput, Unsubscribe } from '../signals/index.ts';
 
 const LIVE: readonly LeaseState[] = ['pending', 'active'];
 const TOKEN_KINDS = new Set(['access_token', 'refresh_token']);
@@ -31,8 +31,8 @@ function itemOf(l: Lease): LiveItem {
  * @example
  * service.setReevaluator(new Reevaluator({ port: reevaluationPort({ leases, tasks: store.credentials, decider, clock }), bus, audit, clock, context: service.context() }));
  */
-export function reevaluationPort(deps: { leases: LeaseManager; tasks: TaskStore; decider: Decider; clock: Clock }): ReevaluationPort {
-  const { leases, tasks, decider, clock } = deps;
+export function reevaluationPort(deps: { leases: LeaseManager; tasks: TaskStore; decider: Decider; clock: Clock; entries?: () => Promise<readonly { readonly spiffeId: string; readonly owner: { readonly contact: string } }[]> }): ReevaluationPort {
+  const { leases, tasks, decider, clock, entries } = deps;
   return {
     async findLive(q) {
       const seen = new Map<string, LiveItem>();
@@ -45,25 +45,36 @@ export function reevaluationPort(deps: { leases: LeaseManager; tasks: TaskStore;
       return [...seen.values()].slice(0, q.limit);
     },
 
-    // The question re-asked for every item is the one that lets a holder keep
-    // a credential: `credential/issue` of the item's audience (a service), or
-    // of the workload itself for its SVIDs, with the signal as context.
-    async redecide(item, _signal, context, correlationId) {
+    // The question re-asked is the one that lets a holder keep a credential:
+    // `credential/issue` of the item's audience (a service), or of the
+    // workload itself for its SVIDs, with the signal as context. A token may
+    // also have come from a token exchange: it is kept when either action is
+    // allowed and no `forbid` matched either.
+    async redecide(item, signal, context, correlationId) {
       const principal = { type: 'Writ::Workload', id: item.subject };
       const resource = item.type === 'svid' ? principal : { type: 'Writ::Service', id: item.audience ?? item.kind };
-      const d = await decider.decide({
-        principal,
-        action: 'credential/issue',
-        resource,
-        context: { ...context },
-        entities: [
-          { uid: principal, attrs: { spiffeId: item.subject, labels: [], legacy: false } },
-          ...(resource === principal ? [] : [{ uid: resource, attrs: { internetFacing: false, legacy: false, sensitivity: 'unknown' } }]),
-        ],
-        correlationId,
-        requestedBy: 'signal-reevaluation',
-      });
-      return { decision: d.decision, reasons: d.reasons, policyVersion: d.policyVersion, forbidden: d.decision === 'deny' && d.determiningPolicies.length > 0 };
+      // An owner who left is visible as the workload's owner with `active` false.
+      const owner = signal.type === 'owner-offboarded' ? { type: 'Writ::Owner', id: signal.subject } : undefined;
+      const ask = (action: string) =>
+        decider.decide({
+          principal,
+          action,
+          resource,
+          context: { ...context },
+          entities: [
+            { uid: principal, attrs: { spiffeId: item.subject, labels: [], legacy: false, ...(owner === undefined ? {} : { owner: { __entity: owner } }) } },
+            ...(resource === principal ? [] : [{ uid: resource, attrs: { internetFacing: false, legacy: false, sensitivity: 'unknown' } }]),
+            ...(owner === undefined ? [] : [{ uid: owner, attrs: { email: signal.subject, active: false } }]),
+          ],
+          correlationId,
+          requestedBy: 'signal-reevaluation',
+        });
+      const decisions = item.type === 'token' ? await Promise.all([ask('credential/issue'), ask('token/exchange')]) : [await ask('credential/issue')];
+      const forbid = decisions.find((d) => d.decision === 'deny' && d.determiningPolicies.length > 0);
+      const allow = decisions.find((d) => d.decision === 'allow');
+      const d = forbid ?? allow ?? decisions[0];
+      if (d === undefined) throw new TypeError('no decision');
+      return { decision: forbid === undefined && allow !== undefined ? 'allow' : 'deny', reasons: d.reasons, policyVersion: d.policyVersion, forbidden: forbid !== undefined };
     },
 
     async cut(item, reason, correlationId) {
@@ -80,10 +91,72 @@ export function reevaluationPort(deps: { leases: LeaseManager; tasks: TaskStore;
       decider.invalidate();
     },
 
+    async ownedBy(owner) {
+      if (entries === undefined) return [];
+      const o = owner.toLowerCase();
+      return [...new Set((await entries()).filter((e) => e.owner.contact.toLowerCase() === o).map((e) => e.spiffeId))];
+    },
+
     async endTask(taskId) {
       // Ends the row only (no new lease binds to it); the re-evaluator revokes
       // and receipts each lease. Already ended or unknown: nothing to do.
       await tasks.endTask(taskId, 'completed', new Date(clock.nowMs()).toISOString(), 'system:writ');
     },
   };
+}
+
+/**
+ * The drill's port: the real emergency revocation of a SPIFFE ID (every live
+ * lease, then `subject-revoked`), a task (the task ended, each lease revoked
+ * and published) or a token (its lease revoked, `token-revoked`), and the
+ * canary: an access-token lease minted for the drill and revoked at once.
+ *
+ * @example
+ * const target = drillTarget({ leases, tasks: store.credentials, clock });
+ */
+export function drillTarget(deps: { leases: LeaseManager; tasks: TaskStore; clock: Clock }): DrillTarget {
+  const { leases, tasks, clock } = deps;
+  const reason = 'drill-revoke';
+  const line = (l: Lease) => ({ id: l.id, kind: l.kind, revokedAt: l.revokedAt });
+  const event = (l: Lease): Omit<RevocationInput, 'id'> => (TOKEN_KINDS.has(l.kind) ? { kind: 'token-revoked', subject: l.subject, tokenId: l.id, reason } : { kind: 'lease-revoked', subject: l.subject, leaseId: l.id, reason });
+  return {
+    async cut(kind, subject, correlationId, by: AuditActor) {
+      switch (kind) {
+        case 'spiffe-id': {
+          const cut = await leases.revokeBySubject(subject, reason, correlationId, by);
+          return { events: [{ kind: 'subject-revoked', subject, reason }], revoked: cut.map(line) };
+        }
+        case 'task': {
+          await tasks.endTask(subject, 'completed', new Date(clock.nowMs()).toISOString(), `${by.type}:${by.id}`);
+          const cut = await leases.revokeByTask(subject, reason, correlationId, by);
+          return { events: cut.map(event), revoked: cut.map(line) };
+        }
+        case 'token': {
+          const l = await leases.revoke(subject, reason, correlationId, by);
+          // Published even when the lease is unknown here: enforcement points may still hold the token.
+          return { events: [{ kind: 'token-revoked', ...(l === undefined ? {} : { subject: l.subject }), tokenId: subject, reason }], revoked: l === undefined ? [] : [line(l)] };
+        }
+      }
+    },
+    async canary(subject, drillId, correlationId) {
+      const l = await leases.open({ kind: 'access_token', subject, audience: `writ:drill:${drillId}`, ttlMs: 60_000, correlationId, actor: { type: 'system', id: 'writ' } });
+      await leases.activate(l.id);
+      await leases.revoke(l.id, 'drill-canary', correlationId);
+      return { leaseId: l.id };
+    },
+  };
+}
+
+/**
+ * Every replica drops its PDP decision cache on a signal, a policy change or
+ * a subject revocation heard on the bus, so a replica that did not accept the
+ * signal does not answer from a decision made before it.
+ *
+ * @example
+ * const stop = await invalidateDecisionsOnRevocations(bus, policy.decider);
+ */
+export function invalidateDecisionsOnRevocations(bus: RevocationBus, decider: Decider, onError?: (err: unknown) => void): Promise<Unsubscribe> {
+  return bus.subscribe(undefined, (e) => {
+    if (e.kind === 'signal' || e.kind === 'policy-changed' || e.kind === 'subject-revoked') decider.invalidate();
+  }, onError === undefined ? {} : { onError });
 }

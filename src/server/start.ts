@@ -23,13 +23,13 @@ import type { FastifyInstance } from 'fastify';
 import { startCredentials } from './credentials-routes.ts';
 import type { ServedCredentials } from './credentials-routes.ts';
 import { startSignals } from './signals-routes.ts';
-import type { ServedSignals } from './signals-routes.ts';
-import { Reevaluator } from '../signals/index.ts';
+import type { ServedSignals, SsfDeliveryLog } from './signals-routes.ts';
+import { Reevaluator, RevocationDrill } from '../signals/index.ts';
 import type { DeliveryReport } from '../signals/index.ts';
 import { startTlsListener } from './tls-listener.ts';
 import type { TlsListener } from './tls-listener.ts';
 import type { IdentityDirectory } from '../policy/index.ts';
-import { reevaluationPort } from './signals-reevaluation.ts';
+import { reevaluationPort, drillTarget, invalidateDecisionsOnRevocations } from './signals-reevaluation.ts';
 
 /** The running server. */
 export interface RunningServer {
@@ -108,9 +108,10 @@ export async function startServer(sources: ConfigSources & { logStream?: NodeJS.
     let rotationLog: ((err: unknown) => void) | undefined;
     let appLog: ((r: DeliveryReport) => void) | undefined;
     identity = await startIdentity(config, store.identity, audit, (err) => rotationLog?.(err));
+    const ssfLog: SsfDeliveryLog = {};
     signals = await startSignals(config, store, audit, sources.pgSchema, sources.env ?? {}, (r) => {
       if (r.outcome !== 'delivered') appLog?.(r);
-    });
+    }, ssfLog);
     const served1 = signals;
     // The PDP's PIP reads registered identities and the latest signals; every bus event moves its caches on.
     policy = await startPolicyService({ config, audit, clock: systemClock, directory: identityDirectory(store), signals: signals.service.context() });
@@ -118,14 +119,20 @@ export async function startServer(sources: ConfigSources & { logStream?: NodeJS.
     stopPolicyFeed = await signals.bus.subscribe(undefined, () => pdpChanges.noteChange(), { onError: () => pdpChanges.noteChange() });
     creds = await startCredentials(config, store, audit, systemClock, identity.kek.kek);
     // Every accepted signal re-evaluates what is live for its subjects (docs/signals.md).
-    signals.service.setReevaluator(new Reevaluator({ port: reevaluationPort({ leases: creds.leases, tasks: store.credentials, decider: policy.decider, clock: systemClock }), bus: signals.bus, audit, clock: systemClock, context: signals.service.context() }));
+    signals.service.setReevaluator(new Reevaluator({ port: reevaluationPort({ leases: creds.leases, tasks: store.credentials, decider: policy.decider, clock: systemClock, entries: () => store.identity.listEntries() }), bus: signals.bus, audit, clock: systemClock, context: signals.service.context() }));
+    await invalidateDecisionsOnRevocations(signals.bus, policy.decider);
+    signals.setDrill(new RevocationDrill({ bus: signals.bus, points: signals.points, target: drillTarget({ leases: creds.leases, tasks: store.credentials, clock: systemClock }), audit, clock: systemClock, livenessMs: Math.max(15_000, 3 * config['revocations.heartbeatMs']) }));
     const served0 = identity;
     const pdp0 = policy;
     const oauth = await startOAuth({ config, clock: systemClock, audit, decide: (r) => pdp0.decider.decide(r), bundles: () => served0.issuer.bundle(), jtis: store.identity, leases: creds.leases, tasks: taskLookup(store.credentials), clients: store.oauthClients, signingSecret: served0.kek.kek });
     const tlsRef: { url: string | undefined } = { url: undefined };
-    const app = await buildApp({ tls: tlsRef, signals: signals.service, ...(served1.ssf === undefined || served1.ssfSigner === undefined ? {} : { ssf: { transmitter: served1.ssf, signer: served1.ssfSigner } }), policy, config, store, audit, admins, version, startedAtMs: Date.now(), identity: identity.issuer, oauth, credentials: creds, ...(sources.logStream === undefined ? {} : { logStream: sources.logStream }) });
+    const app = await buildApp({ tls: tlsRef, signals: signals.service, signalsExtras: { ssf: served1.ssf, points: served1.points, drill: () => served1.drill() }, policy, config, store, audit, admins, version, startedAtMs: Date.now(), identity: identity.issuer, oauth, credentials: creds, ...(sources.logStream === undefined ? {} : { logStream: sources.logStream }) });
     creds.setLogger(app.log);
     rotationLog = (err) => app.log.error({ err }, 'scheduled CA rotation step failed; it is retried at the next check');
+    ssfLog.stream = (r) => {
+      if (r.outcome === 'rejected' || r.outcome === 'gave-up' || r.outcome === 'receiver-error') app.log.warn({ streamId: r.streamId, jti: r.jti, outcome: r.outcome, status: r.status, err: r.err, attempts: r.attempts }, 'SSF stream delivery did not succeed');
+    };
+    ssfLog.poll = (issuer, err) => app.log.warn({ issuer, err }, 'SSF poll of a transmitter failed; it is retried with backoff');
     appLog = (r) => app.log.warn({ receiver: r.receiver, jti: r.jti, outcome: r.outcome, status: r.status, err: r.err, attempts: r.attempts }, 'SSF push delivery did not succeed');
     if (identity.kek.warning !== undefined) app.log.warn({ kekFile: identity.kek.file }, identity.kek.warning);
     const startId = newCorrelationId();

@@ -178,4 +178,38 @@ export interface SsfStore {
   rescheduleSet(streamId: string, jti: string, expectedNextAt: string, attempts: number, nextAt: string): Promise<boolean>;
   /** Receiver replay cache: true the first time `key` is seen. */
   rememberReceivedSet(key: string, at: string): Promise<boolean>;
+  /** Undo {@link rememberReceivedSet} when acting on the SET failed, so a redelivery is acted on. */
+  forgetReceivedSet(key: string): Promise<void>;
+}
+
+/** An enforcement point that follows the revocation stream. */
+export interface EnforcementPointRecord {
+  /** `<principal id>/<name>`. */
+  readonly id: string;
+  readonly principalId: string;
+  /** The instance name it gave (`?pep=`). */
+  readonly name: string;
+  readonly registeredAt: string;
+  /** Last time its stream was open (refreshed on every heartbeat) or it acknowledged. */
+  readonly lastSeenAt: string;
+}
+
+/** An enforcement point's acknowledgement that it applied a revocation. */
+export interface RevocationAck {
+  readonly eventId: string;
+  readonly pepId: string;
+  readonly ackedAt: string;
+  /** The point's own check of the revoked credential/subject answered `revoked`. */
+  readonly denied: boolean;
+}
+
+/** Port: the registry of enforcement points and the acknowledgements drills measure. */
+export interface EnforcementPointStore {
+  /** Register (first time) or refresh `lastSeenAt`. */
+  touchEnforcementPoint(p: { readonly id: string; readonly principalId: string; readonly name: string; readonly at: string }): Promise<void>;
+  /** Points seen at or after `seenSince` (every point when absent), by id. */
+  listEnforcementPoints(seenSince?: string): Promise<readonly EnforcementPointRecord[]>;
+  /** Keep the first acknowledgement of an event by a point. */
+  recordAck(ack: RevocationAck): Promise<void>;
+  listAcks(eventIds: readonly string[]): Promise<readonly RevocationAck[]>;
 }

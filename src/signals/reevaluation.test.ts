@@ -108,3 +108,27 @@ test('credential-compromised cuts the named credential whatever policy says; max
   assert.throws(() => new Reevaluator({ port: p, bus, audit: sink(), clock, context, maxItems: 0 }), { name: 'TypeError', message: 'maxItems must be a positive integer' });
   await bus.close();
 });
+
+test('a revocation the bus does not take is still a cut, and the receipt says it was not published', async () => {
+  const clock = new ManualClock(0);
+  const bus = new InProcessRevocationBus(clock);
+  const audit = sink();
+  const p = port([token], () => ({ decision: 'deny', reasons: ['policy-forbid'], policyVersion: 'v1', forbidden: true }));
+  const failing = { ...bus, kind: 'memory', publish: async () => Promise.reject(new Error('bus down')), subscribe: bus.subscribe.bind(bus), head: bus.head.bind(bus), close: bus.close.bind(bus) };
+  const r = await new Reevaluator({ port: p, bus: failing, audit, clock, context }).run(record({ type: 'risk-changed', subject: W, level: 'high' }), 'cid');
+  assert.deepEqual(r.items.filter((i) => i.type !== 'decision-cache').map((i) => [i.id, i.outcome, i.unpublished]), [['tok1', 'revoked', true], [W, 'revoked', true]]);
+  assert.equal(audit.events[0]?.outcome, 'failure');
+  assert.deepEqual(audit.events[0]?.reasons, ['risk-changed', 'access-revoked', 'publish-failed']);
+  await bus.close();
+});
+
+test('entry-deleted, node-evicted and an unnamed compromise end everything found, whatever policy says', async () => {
+  for (const signal of [{ type: 'entry-deleted' as const, subject: W, entryId: 'e1' }, { type: 'node-evicted' as const, subject: W }, { type: 'credential-compromised' as const, subject: W }]) {
+    const clock = new ManualClock(0);
+    const bus = new InProcessRevocationBus(clock);
+    const p = port([token, lease], () => ({ decision: 'allow', reasons: [], policyVersion: 'v1', forbidden: false }));
+    const r = await new Reevaluator({ port: p, bus, audit: sink(), clock, context }).run(record(signal), 'cid');
+    assert.deepEqual(r.items.filter((i) => i.type !== 'decision-cache').map((i) => [i.id, i.outcome, i.reasons]), [['tok1', 'revoked', [signal.type]], ['lease1', 'revoked', [signal.type]], [W, 'revoked', [signal.type]]], signal.type);
+    await bus.close();
+  }
+});

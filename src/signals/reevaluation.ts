@@ -90,6 +90,8 @@ export interface ReevaluationPort {
   invalidateDecisions(): Promise<void>;
   /** Mark a task ended so nothing new binds to it (task-completed); optional. */
   endTask?(taskId: string, correlationId: string): Promise<void>;
+  /** SPIFFE IDs of the workloads an owner (an entry's `owner.contact`) owns, for owner-offboarded; optional. */
+  ownedBy?(owner: string): Promise<readonly string[]>;
 }
 
 /** One line of a receipt. */
@@ -107,6 +109,8 @@ export interface ReceiptItem {
   readonly cutAt?: string;
   /** Cursor of the revocation published for it. */
   readonly cursor?: number;
+  /** True when it was cut but the bus did not take the revocation. */
+  readonly unpublished?: boolean;
 }
 
 /** What one re-evaluation did; the same object is the receipt's `details`. */
@@ -206,9 +210,10 @@ export class Reevaluator {
 
   /**
    * Re-evaluate everything live for the signal's subjects and cut what no
-   * longer passes. A task-completed signal ends the task's items whatever
-   * policy says (the task they were bound to is over); every other signal
-   * cuts exactly the items the PDP now denies.
+   * longer passes. `task-completed`, `entry-deleted`, `node-evicted` and a
+   * `credential-compromised` that names no lease or token end every item
+   * found whatever policy says; a `credential-compromised` naming one ends
+   * that one; every other item is cut exactly when the PDP now denies it.
    */
   async run(signal: SignalRecord, correlationId: string, actor: AuditActor = SYSTEM): Promise<ReevaluationReceipt> {
     const { port, bus, audit, clock } = this.#d;
@@ -216,21 +221,25 @@ export class Reevaluator {
     const startedAt = new Date(clock.nowMs()).toISOString();
     const reason = cutReason(signal);
     const q = querySubjects(signal);
+    // An owner who left: what they hold, and everything their workloads hold.
+    if (signal.type === 'owner-offboarded' && port.ownedBy !== undefined) q.subjects.push(...(await port.ownedBy(signal.subject)).filter((x) => !q.subjects.includes(x)));
     if (q.taskId !== undefined) await port.endTask?.(q.taskId, correlationId);
     const found = await port.findLive({ subjects: q.subjects, ...(q.taskId === undefined ? {} : { taskId: q.taskId }), ...(q.all === true ? { all: true } : {}), limit: max + 1 });
     const truncated = found.length > max;
     const live = found.slice(0, max);
     // SVIDs of a SPIFFE subject are live as long as the subject may hold them.
-    if (q.subjects.length > 0 && signal.subject.startsWith('spiffe://') && signal.type !== 'owner-offboarded') {
-      live.push({ type: 'svid', id: signal.subject, subject: signal.subject, kind: 'svid', gated: false });
-    }
+    for (const subject of q.subjects) if (subject.startsWith('spiffe://')) live.push({ type: 'svid', id: subject, subject, kind: 'svid', gated: false });
     const context = await this.#context(signal);
     // Cached decisions first: a PEP or the PDP must not answer from a decision made before the signal.
     await port.invalidateDecisions();
     const items: ReceiptItem[] = [{ type: 'decision-cache', id: 'pdp', decision: 'deny', reasons: [reason], outcome: 'invalidated', cutAt: new Date(clock.nowMs()).toISOString() }];
+    // Facts that end access whatever policy says: the task is over, the
+    // identity or node is gone, or an unnamed credential of the subject leaked.
+    const sig = signal.signal;
+    const ends = sig.type === 'task-completed' || sig.type === 'entry-deleted' || sig.type === 'node-evicted' || (sig.type === 'credential-compromised' && sig.leaseId === undefined && sig.tokenId === undefined);
     for (const item of live) {
       let d: Redecision;
-      if (signal.type === 'task-completed') d = { decision: 'deny', reasons: ['task-completed'], policyVersion: null, forbidden: true };
+      if (ends) d = { decision: 'deny', reasons: [signal.type], policyVersion: null, forbidden: true };
       else if (signal.signal.type === 'credential-compromised' && (item.id === signal.signal.leaseId || item.id === signal.signal.tokenId)) d = { decision: 'deny', reasons: ['credential-compromised'], policyVersion: null, forbidden: true };
       else {
         try {
@@ -257,20 +266,26 @@ export class Reevaluator {
         items.push({ ...line, outcome: 'already-ended' });
         continue;
       }
-      const event = await bus.publish({ ...revocationFor(item, signal, reason), at: cutAt });
-      items.push({ ...line, outcome: 'revoked', cutAt, cursor: event.cursor });
+      try {
+        const event = await bus.publish({ ...revocationFor(item, signal, reason), at: cutAt });
+        items.push({ ...line, outcome: 'revoked', cutAt, cursor: event.cursor });
+      } catch {
+        // Cut at the source, but enforcement points were not told: the receipt says so.
+        items.push({ ...line, outcome: 'revoked', cutAt, unpublished: true });
+      }
     }
     const revoked = items.filter((i) => i.outcome === 'revoked').length;
     const kept = items.filter((i) => i.outcome === 'kept').length;
     const failed = items.some((i) => i.outcome === 'cut-failed');
+    const unpublished = items.some((i) => i.unpublished === true);
     const finishedAt = new Date(clock.nowMs()).toISOString();
     const receipt: ReevaluationReceipt = { signalId: signal.id, signalType: signal.type, subject: signal.subject, startedAt, finishedAt, items, revoked, kept, truncated };
     const rec = await audit.append({
       action: 'signal.reevaluated',
       actor,
       target: { type: 'signal', id: signal.id, name: signal.subject },
-      outcome: failed ? 'failure' : 'success',
-      reasons: [signal.type, revoked > 0 ? 'access-revoked' : 'nothing-revoked', ...(failed ? ['cut-failed'] : []), ...(truncated ? ['truncated'] : [])],
+      outcome: failed || unpublished ? 'failure' : 'success',
+      reasons: [signal.type, revoked > 0 ? 'access-revoked' : 'nothing-revoked', ...(failed ? ['cut-failed'] : []), ...(unpublished ? ['publish-failed'] : []), ...(truncated ? ['truncated'] : [])],
       correlationId,
       details: { ...receipt },
       time: finishedAt,

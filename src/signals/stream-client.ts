@@ -26,6 +26,12 @@ export interface RevocationStreamClientOptions {
   readonly fromCursor?: number;
   /** Called for every event after the local sets are updated (drop caches here). */
   readonly onEvent?: (event: RevocationEvent) => void;
+  /**
+   * This enforcement point's instance name (1-64 of `A-Za-z0-9._-`): the
+   * stream registers it, and it acknowledges every drill event it applied
+   * (`POST /v1/revocations/ack`) with whether its own check now denies.
+   */
+  readonly pep?: string;
   /** Connection trouble (the client keeps trying). */
   readonly onError?: (err: unknown) => void;
 }
@@ -86,6 +92,7 @@ export class RevocationStreamClient {
 
   constructor(options: RevocationStreamClientOptions) {
     if (!(options.stalenessMs > 0)) throw new TypeError('stalenessMs must be positive');
+    if (options.pep !== undefined && !/^[A-Za-z0-9._-]{1,64}$/.test(options.pep)) throw new TypeError('pep must be 1-64 letters, digits, `.`, `_` or `-`');
     this.#o = options;
     this.#cursor = options.fromCursor;
   }
@@ -142,6 +149,28 @@ export class RevocationStreamClient {
     if (e.kind === 'token-revoked' && e.tokenId !== undefined) this.#tokens.add(e.tokenId);
     this.#cursor = e.cursor;
     this.#o.onEvent?.(e);
+    if (this.#o.pep !== undefined && e.id.startsWith('drill_')) void this.#ack(e);
+  }
+
+  /** Tell the server this point applied a drill event, and whether it now denies what the event names. */
+  async #ack(e: RevocationEvent): Promise<void> {
+    const q = e.kind === 'subject-revoked' ? { subject: e.subject } : e.kind === 'lease-revoked' ? { leaseId: e.leaseId } : e.kind === 'token-revoked' ? { tokenId: e.tokenId } : {};
+    const denied = this.check(q as RevocationQuery) !== 'clear';
+    for (let attempt = 0; attempt < 3 && this.#running; attempt += 1) {
+      try {
+        const res = await fetch(`${this.#o.url.replace(/\/+$/, '')}/v1/revocations/ack`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', authorization: `Bearer ${this.#o.token}` },
+          body: JSON.stringify({ pep: this.#o.pep, id: e.id, denied }),
+          signal: AbortSignal.timeout(5000),
+        });
+        await res.body?.cancel().catch(() => undefined);
+        if (res.status === 204) return;
+        if (res.status < 500) break;
+      } catch (err) {
+        this.#o.onError?.(err);
+      }
+    }
   }
 
   #frame(text: string): void {
@@ -182,7 +211,7 @@ export class RevocationStreamClient {
     try {
       const headers: Record<string, string> = { accept: 'text/event-stream', authorization: `Bearer ${this.#o.token}` };
       if (this.#cursor !== undefined) headers['last-event-id'] = String(this.#cursor);
-      const res = await fetch(`${this.#o.url.replace(/\/+$/, '')}/v1/revocations/stream`, { headers, signal: abort.signal });
+      const res = await fetch(`${this.#o.url.replace(/\/+$/, '')}/v1/revocations/stream${this.#o.pep === undefined ? '' : `?pep=${encodeURIComponent(this.#o.pep)}`}`, { headers, signal: abort.signal });
       if (res.status !== 200 || res.body === null) {
         await res.body?.cancel().catch(() => undefined);
         throw new Error(`revocation stream answered ${res.status}`);

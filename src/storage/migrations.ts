@@ -254,6 +254,29 @@ const migrations: Record<string, Migration> = {
         .execute();
     },
   },
+  '0009_signals_drills': {
+    async up(db: Kysely<unknown>) {
+      // Enforcement points following the revocation stream (registered by opening it with `?pep=`).
+      await db.schema
+        .createTable('enforcement_points')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('principal_id', 'text', (c) => c.notNull())
+        .addColumn('name', 'text', (c) => c.notNull())
+        .addColumn('registered_at', 'text', (c) => c.notNull())
+        .addColumn('last_seen_at', 'text', (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('enforcement_points_seen').on('enforcement_points').column('last_seen_at').execute();
+      // Acknowledgements of drill revocations, which drills measure.
+      await db.schema
+        .createTable('revocation_acks')
+        .addColumn('event_id', 'text', (c) => c.notNull())
+        .addColumn('pep_id', 'text', (c) => c.notNull())
+        .addColumn('acked_at', 'text', (c) => c.notNull())
+        .addColumn('denied', 'integer', (c) => c.notNull())
+        .addPrimaryKeyConstraint('revocation_acks_pk', ['event_id', 'pep_id'])
+        .execute();
+    },
+  },
 };
 
 /** The migrations, in order, for Kysely's Migrator. */

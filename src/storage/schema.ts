@@ -96,6 +96,8 @@ export interface Database {
   ssf_set_queue: SsfSetQueueTable;
   ssf_received: SsfReceivedTable;
   oauth_clients: OAuthClientsTable;
+  enforcement_points: EnforcementPointsTable;
+  revocation_acks: RevocationAcksTable;
 }
 
 /** OAuth clients registered by admins; `body` is the client as JSON (public keys only). */
@@ -104,6 +106,23 @@ export interface OAuthClientsTable {
   spiffe_id: string | null;
   body: string;
   created_at: string;
+}
+
+/** Enforcement points following the revocation stream. */
+export interface EnforcementPointsTable {
+  id: string;
+  principal_id: string;
+  name: string;
+  registered_at: string;
+  last_seen_at: string;
+}
+
+/** Acknowledgements of drill revocations; `denied` is 0 or 1. */
+export interface RevocationAcksTable {
+  event_id: string;
+  pep_id: string;
+  acked_at: string;
+  denied: number;
 }
 
 /** Shared Signals streams; `body` is the stream state as JSON. */

@@ -3,7 +3,7 @@
  * PostgreSQL alike): streams, their SET queues and the receiver's replay cache.
  */
 import type { Kysely } from 'kysely';
-import type { QueuedSet, SsfStore, SsfStreamRecord, SsfStreamState } from '../signals/index.ts';
+import type { EnforcementPointRecord, EnforcementPointStore, QueuedSet, RevocationAck, SsfStore, SsfStreamRecord, SsfStreamState } from '../signals/index.ts';
 import type { Database, SsfSetQueueTable, SsfStreamsTable } from './schema.ts';
 
 function toStream(r: SsfStreamsTable): SsfStreamRecord {
@@ -19,7 +19,7 @@ function toQueued(r: SsfSetQueueTable): QueuedSet {
  * await store.ssf.insertStream(record);
  * const due = await store.ssf.dueSets(record.streamId, new Date().toISOString(), 10);
  */
-export class SsfTables implements SsfStore {
+export class SsfTables implements SsfStore, EnforcementPointStore {
   readonly #db: Kysely<Database>;
 
   constructor(db: Kysely<Database>) {
@@ -93,5 +93,40 @@ export class SsfTables implements SsfStore {
   async rememberReceivedSet(key: string, at: string): Promise<boolean> {
     const res = await this.#db.insertInto('ssf_received').values({ key, received_at: at }).onConflict((oc) => oc.column('key').doNothing()).executeTakeFirst();
     return Number(res.numInsertedOrUpdatedRows ?? 0n) === 1;
+  }
+
+  async forgetReceivedSet(key: string): Promise<void> {
+    await this.#db.deleteFrom('ssf_received').where('key', '=', key).execute();
+  }
+
+  // ---------------------------------------------------------- enforcement points
+
+  async touchEnforcementPoint(p: { readonly id: string; readonly principalId: string; readonly name: string; readonly at: string }): Promise<void> {
+    await this.#db
+      .insertInto('enforcement_points')
+      .values({ id: p.id, principal_id: p.principalId, name: p.name, registered_at: p.at, last_seen_at: p.at })
+      .onConflict((oc) => oc.column('id').doUpdateSet({ last_seen_at: p.at }))
+      .execute();
+  }
+
+  async listEnforcementPoints(seenSince?: string): Promise<readonly EnforcementPointRecord[]> {
+    let q = this.#db.selectFrom('enforcement_points').selectAll();
+    if (seenSince !== undefined) q = q.where('last_seen_at', '>=', seenSince);
+    const rows = await q.orderBy('id').execute();
+    return rows.map((r) => ({ id: r.id, principalId: r.principal_id, name: r.name, registeredAt: r.registered_at, lastSeenAt: r.last_seen_at }));
+  }
+
+  async recordAck(ack: RevocationAck): Promise<void> {
+    await this.#db
+      .insertInto('revocation_acks')
+      .values({ event_id: ack.eventId, pep_id: ack.pepId, acked_at: ack.ackedAt, denied: ack.denied ? 1 : 0 })
+      .onConflict((oc) => oc.columns(['event_id', 'pep_id']).doNothing())
+      .execute();
+  }
+
+  async listAcks(eventIds: readonly string[]): Promise<readonly RevocationAck[]> {
+    if (eventIds.length === 0) return [];
+    const rows = await this.#db.selectFrom('revocation_acks').selectAll().where('event_id', 'in', [...eventIds]).orderBy('acked_at').execute();
+    return rows.map((r) => ({ eventId: r.event_id, pepId: r.pep_id, ackedAt: r.acked_at, denied: Number(r.denied) === 1 }));
   }
 }

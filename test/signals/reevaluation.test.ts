@@ -23,6 +23,7 @@ import type { TestServer } from '../support/server.ts';
 
 const TD = 'writ.local';
 const API = 'https://api.example.com';
+const REPORTS = 'https://reports.example.com';
 const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
 const TT_JWT = 'urn:ietf:params:oauth:token-type:jwt';
 
@@ -30,10 +31,14 @@ const TT_JWT = 'urn:ietf:params:oauth:token-type:jwt';
 const POLICIES = `
 @id("exchange-api")
 permit(principal, action == Writ::Action::"token/exchange", resource == Writ::Service::"${API}");
+@id("exchange-reports")
+permit(principal, action == Writ::Action::"token/exchange", resource == Writ::Service::"${REPORTS}");
 @id("issue-api")
 permit(principal, action == Writ::Action::"credential/issue", resource == Writ::Service::"${API}");
 @id("posture-floor")
 forbid(principal, action == Writ::Action::"credential/issue", resource) when { context has posture && context.posture.score < 50 };
+@id("owner-active")
+forbid(principal, action == Writ::Action::"credential/issue", resource) when { principal has owner && !principal.owner.active };
 `;
 
 async function pgQuery<T extends pg.QueryResultRow>(text: string, values: unknown[] = []): Promise<T[]> {
@@ -102,9 +107,9 @@ describe('re-evaluation on signals', () => {
 
   const server = async (t: { skip(m: string): void }): Promise<TestServer | undefined> => ((await skipWithoutPostgres(t as never)) ? undefined : s);
 
-  async function accessToken(srv: TestServer, path: string): Promise<{ jti: string; token: string }> {
+  async function accessToken(srv: TestServer, path: string, audience = API): Promise<{ jti: string; token: string }> {
     const svid = await srv.server.identity.ca.signJwtSvid({ spiffeId: `spiffe://${TD}${path}`, audience: srv.url });
-    const res = await fetch(`${srv.url}/oauth2/token`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ grant_type: TOKEN_EXCHANGE, subject_token: svid.token, subject_token_type: TT_JWT, audience: API }) });
+    const res = await fetch(`${srv.url}/oauth2/token`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ grant_type: TOKEN_EXCHANGE, subject_token: svid.token, subject_token_type: TT_JWT, audience }) });
     const body = (await res.json()) as { access_token: string };
     assert.equal(res.status, 200, JSON.stringify(body));
     const claims = JSON.parse(Buffer.from(body.access_token.split('.')[1] ?? '', 'base64url').toString('utf8')) as { jti: string };
@@ -186,6 +191,8 @@ describe('re-evaluation on signals', () => {
     if (srv === undefined) return;
     const subject = `spiffe://${TD}/svc/healthy`;
     const tok = await accessToken(srv, '/svc/healthy');
+    // Only a token exchange is permitted for this audience: the token is kept on that permit.
+    const exchanged = await accessToken(srv, '/svc/healthy', REPORTS);
     const cred = await srv.call('POST', '/admin/v1/creds/main', { body: { role: 'reader', subject, ttlSeconds: 600 } });
     assert.equal(cred.status, 201, cred.text);
     const before = heard.length;
@@ -193,7 +200,8 @@ describe('re-evaluation on signals', () => {
     assert.equal(sig.status, 201, sig.text);
     const rx = sig.json.reevaluation;
     assert.equal(rx.revoked, 0);
-    assert.deepEqual((rx.items as any[]).filter((i) => i.type !== 'decision-cache').map((i) => [i.id, i.outcome]).sort(), [[cred.json.lease.id, 'kept'], [subject, 'kept'], [tok.jti, 'kept']].sort());
+    assert.deepEqual((rx.items as any[]).filter((i) => i.type !== 'decision-cache').map((i) => [i.id, i.outcome]).sort(), [[cred.json.lease.id, 'kept'], [subject, 'kept'], [tok.jti, 'kept'], [exchanged.jti, 'kept']].sort());
+    assert.equal((rx.items as any[]).find((i) => i.id === exchanged.jti)?.decision, 'allow');
     assert.equal((rx.items as any[]).find((i) => i.id === tok.jti)?.decision, 'allow');
     assert.equal(await leaseState(srv, tok.jti), 'active');
     assert.equal(await leaseState(srv, cred.json.lease.id), 'active');
@@ -242,5 +250,23 @@ describe('re-evaluation on signals', () => {
     const receipt = await receiptOf(srv, sig.json.signal.id);
     assert.equal((receipt.details.items as any[]).find((i) => i.id === cred.json.lease.id)?.cutAt, items[0].cutAt);
     await srv.call('POST', `/admin/v1/leases/${other.json.lease.id}/revoke`, { body: { reason: 'test-cleanup' } });
+  });
+
+  it('an owner-offboarded signal re-decides what the owner\'s workloads hold, with the owner inactive', async (t) => {
+    const srv = await server(t);
+    if (srv === undefined) return;
+    const owned = `spiffe://${TD}/svc/owned-by-bob`;
+    const entry = await srv.call('POST', '/admin/v1/entries', { body: { spiffeId: owned, parentId: `spiffe://${TD}/writ/node/n1`, selectors: ['unix:uid:1001'], owner: { team: 'payments', contact: 'Bob@Example.com' } } });
+    assert.equal(entry.status, 201, entry.text);
+    const tok = await accessToken(srv, '/svc/owned-by-bob');
+    const bystander = await accessToken(srv, '/svc/owned-by-someone-else');
+    const sig = await srv.call('POST', '/admin/v1/signals', { body: { type: 'owner-offboarded', subject: 'bob@example.com' } });
+    assert.equal(sig.status, 201, sig.text);
+    const items = new Map((sig.json.reevaluation.items as any[]).map((i) => [i.id, i]));
+    assert.deepEqual([items.get(tok.jti)?.outcome, items.get(tok.jti)?.reasons], ['revoked', ['policy-forbid']]);
+    assert.equal(items.get(owned)?.outcome, 'revoked', 'the owned workload\'s SVIDs are cut');
+    assert.equal(items.has(bystander.jti), false, 'another workload is not looked at');
+    assert.equal(await leaseState(srv, tok.jti), 'revoked');
+    assert.equal(await leaseState(srv, bystander.jti), 'active');
   });
 });

@@ -19,6 +19,8 @@ test('writ signal posture|risk|list|context, writ revocation publish|watch', asy
   try {
     assert.equal(await run('signal', 'posture', ID, '--score', '40', '--failing', 'disk-encryption', '--failing', 'edr-running', '--reason', 'scan-failed'), 0, err.join('\n'));
     assert.match(out[0] ?? '', /^posture-changed spiffe:\/\/writ\.local\/ns\/ci\/sa\/builder accepted as sig_[0-9a-z]+ \(bus cursor 1\)$/);
+    // Nothing is live for the workload: re-evaluation kept its SVIDs (no policy forbids them).
+    assert.equal(out[1], 're-evaluated: 0 revoked, 1 kept');
     assert.equal(await run('signal', 'risk', ID, '--level', 'critical'), 0, err.join('\n'));
     assert.equal(await run('signal', 'context', ID, '--json'), 0);
     const ctx = JSON.parse(out.join('\n')) as { posture: { score: number; failingChecks: string[] }; risk: { level: string } };

@@ -63,7 +63,12 @@ test('SSF push: transmitter metadata, CAEP session-revoked and credential-change
     assert.equal(meta.issuer, server.url, 'issuer is the URL the metadata is served under');
     assert.equal(meta.spec_version, '1_0');
     assert.equal(meta.jwks_uri, `${server.url}/ssf/jwks`);
-    assert.deepEqual(meta.delivery_methods_supported, ['urn:ietf:rfc:8935']);
+    assert.deepEqual(meta.delivery_methods_supported, ['urn:ietf:rfc:8935', 'urn:ietf:rfc:8936']);
+    assert.equal(meta.configuration_endpoint, `${server.url}/ssf/stream`);
+    assert.equal(meta.status_endpoint, `${server.url}/ssf/status`);
+    assert.equal(meta.add_subject_endpoint, `${server.url}/ssf/subjects:add`);
+    assert.equal(meta.remove_subject_endpoint, `${server.url}/ssf/subjects:remove`);
+    assert.equal(meta.verification_endpoint, `${server.url}/ssf/verify`);
     assert.deepEqual(meta.authorization_schemes, [{ spec_urn: 'urn:ietf:rfc:6749' }]);
 
     const subjectRev = await post({ kind: 'subject-revoked', subject: 'spiffe://writ.local/ns/ci/sa/builder', reason: 'posture-failed' });

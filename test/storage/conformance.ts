@@ -110,9 +110,26 @@ export function storeConformance(name: string, factory: StoreFactory): void {
       assert.equal(await store.ssf.deleteSets('st_conf', ['b', 'zz']), 1);
       assert.equal(await store.ssf.rememberReceivedSet('iss|jti1', '2026-02-01T00:00:00.000Z'), true);
       assert.equal(await store.ssf.rememberReceivedSet('iss|jti1', '2026-02-01T00:00:01.000Z'), false);
+      await store.ssf.forgetReceivedSet('iss|jti1');
+      assert.equal(await store.ssf.rememberReceivedSet('iss|jti1', '2026-02-01T00:00:02.000Z'), true, 'forgotten, it is new again');
       assert.equal(await store.ssf.deleteStream('st_conf'), true);
       assert.equal(await store.ssf.deleteStream('st_conf'), false);
       assert.deepEqual(await store.ssf.dueSets('st_conf', '2026-12-01T00:00:00.000Z', 10), [], 'the queue goes with the stream');
+    });
+
+    test('enforcement points: registered once, last seen refreshed; the first acknowledgement of an event is kept', async () => {
+      await store.ssf.touchEnforcementPoint({ id: 'adm_p/edge-1', principalId: 'adm_p', name: 'edge-1', at: '2026-02-01T00:00:00.000Z' });
+      await store.ssf.touchEnforcementPoint({ id: 'adm_p/edge-2', principalId: 'adm_p', name: 'edge-2', at: '2026-02-01T00:00:01.000Z' });
+      await store.ssf.touchEnforcementPoint({ id: 'adm_p/edge-1', principalId: 'adm_p', name: 'edge-1', at: '2026-02-01T00:00:05.000Z' });
+      assert.deepEqual(await store.ssf.listEnforcementPoints('2026-02-01T00:00:03.000Z'), [{ id: 'adm_p/edge-1', principalId: 'adm_p', name: 'edge-1', registeredAt: '2026-02-01T00:00:00.000Z', lastSeenAt: '2026-02-01T00:00:05.000Z' }]);
+      assert.equal((await store.ssf.listEnforcementPoints()).length, 2);
+      await store.ssf.recordAck({ eventId: 'drill_x:0', pepId: 'adm_p/edge-1', ackedAt: '2026-02-01T00:00:06.000Z', denied: true });
+      await store.ssf.recordAck({ eventId: 'drill_x:0', pepId: 'adm_p/edge-1', ackedAt: '2026-02-01T00:00:07.000Z', denied: false });
+      await store.ssf.recordAck({ eventId: 'drill_x:0', pepId: 'adm_p/edge-2', ackedAt: '2026-02-01T00:00:08.000Z', denied: false });
+      assert.deepEqual(await store.ssf.listAcks(['drill_x:0', 'drill_y:0']), [
+        { eventId: 'drill_x:0', pepId: 'adm_p/edge-1', ackedAt: '2026-02-01T00:00:06.000Z', denied: true },
+        { eventId: 'drill_x:0', pepId: 'adm_p/edge-2', ackedAt: '2026-02-01T00:00:08.000Z', denied: false },
+      ]);
     });
 
     test('signals: stored as given, listed newest first, latest per subject and type', async () => {

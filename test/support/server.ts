@@ -21,14 +21,14 @@ export interface TestServer {
   stop(): Promise<void>;
 }
 
-export async function startTestServer(opts: { postgres?: boolean; flags?: Record<string, string | number | boolean>; dataDir?: string; pgSchema?: string } = {}): Promise<TestServer> {
+export async function startTestServer(opts: { postgres?: boolean; flags?: Record<string, string | number | boolean>; dataDir?: string; pgSchema?: string; env?: Record<string, string> } = {}): Promise<TestServer> {
   const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'writ-test-'));
   const pgSchema = opts.postgres === true ? (opts.pgSchema ?? scratchSchema()) : undefined;
   const logChunks: string[] = [];
   const logStream = new PassThrough();
   logStream.on('data', (c: Buffer) => logChunks.push(c.toString('utf8')));
   const server = await startServer({
-    env: {},
+    env: opts.env ?? {},
     // A loaded test machine can stall the event loop past the 200 ms production decision budget,
     // which would turn an expected allow into a `decision-timeout` deny. Tests give decisions a
     // generous budget; the budget itself is tested in src/policy/decide.test.ts.
