@@ -51,6 +51,9 @@ export class LeaseManager implements LeaseManagerPort {
   readonly #revokers = new Map<LeaseKind, LeaseRevoker>();
   /** Called when an engine revocation fails after the row was revoked (the reconciler retries). */
   onRevokerError: (lease: Lease, err: unknown) => void = () => undefined;
+  /** Called when an `onRevoked` listener fails (the revocation itself stands). */
+  onRevokedListenerError: (lease: Lease, err: unknown) => void = () => undefined;
+  readonly #revokedListeners = new Set<(lease: Lease) => Promise<void>>();
 
   constructor(deps: { store: LeaseStore; tasks: TaskStore; audit: AuditSink; clock: Clock; limits: LeaseLimits }) {
     if (!(deps.limits.maxTtlMs > 0) || !(deps.limits.maxPerIdentity > 0) || !(deps.limits.maxPerTask > 0)) throw new TypeError('lease limits must be positive');
@@ -59,6 +62,29 @@ export class LeaseManager implements LeaseManagerPort {
     this.#audit = deps.audit;
     this.#clock = deps.clock;
     this.#limits = deps.limits;
+  }
+
+  /**
+   * Call `fn` for every lease this manager revokes (not for expiries: an
+   * expired credential is refused by its own `exp`), after the row moved and
+   * before the revoke call returns, so that a caller's acknowledgement means
+   * the listeners ran (the server publishes on the revocation bus here). A
+   * listener that throws is reported through `onRevokedListenerError` and does not
+   * undo the revocation. Returns an unsubscribe function.
+   */
+  onRevoked(fn: (lease: Lease) => Promise<void>): () => void {
+    this.#revokedListeners.add(fn);
+    return () => this.#revokedListeners.delete(fn);
+  }
+
+  async #notifyRevoked(lease: Lease): Promise<void> {
+    for (const fn of this.#revokedListeners) {
+      try {
+        await fn(lease);
+      } catch (err) {
+        this.onRevokedListenerError(lease, err);
+      }
+    }
   }
 
   /** Register what undoes a credential of `kind` when its lease ends. */
@@ -168,6 +194,7 @@ export class LeaseManager implements LeaseManagerPort {
       }
     }
     await this.#event(state === 'revoked' ? 'lease.revoked' : 'lease.expired', lease, correlationId, by, { reason, engineRevoked }, engineRevoked === 'failed' ? 'failure' : 'success');
+    if (state === 'revoked') await this.#notifyRevoked(lease);
     return lease;
   }
 
@@ -184,6 +211,7 @@ export class LeaseManager implements LeaseManagerPort {
     if (plain.length > 0 && this.#store.updateLeasesByIds !== undefined) {
       const moved = await this.#store.updateLeasesByIds(plain.map((l) => l.id), LIVE, { state: 'revoked', revokedAt: iso(this.#clock.nowMs()), revokeReason: reason });
       await Promise.all(moved.map((l) => this.#event('lease.revoked', l, correlationId, by, { reason, engineRevoked: 'not-needed' })));
+      await Promise.all(moved.map((l) => this.#notifyRevoked(l)));
       out.push(...moved);
       queue = queue.filter((l) => this.#revokers.has(l.kind));
     }

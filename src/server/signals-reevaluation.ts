@@ -160,3 +160,38 @@ export function invalidateDecisionsOnRevocations(bus: RevocationBus, decider: De
     if (e.kind === 'signal' || e.kind === 'policy-changed' || e.kind === 'subject-revoked') decider.invalidate();
   }, onError === undefined ? {} : { onError });
 }
+
+/**
+ * Every lease revoked on this replica — by the admin API, `/oauth2/revoke`, a
+ * completed task, the reaper's revoke-by-identity or a re-evaluation — goes on
+ * the revocation bus before the revoke call returns, so enforcement points
+ * stop honouring the credential at once instead of at its expiry. The event
+ * id is derived from the lease, so a revocation heard twice is applied once.
+ *
+ * @example
+ * const stop = publishLeaseRevocations(creds.leases, signals.bus);
+ */
+export function publishLeaseRevocations(leases: LeaseManager, bus: RevocationBus): () => void {
+  return leases.onRevoked(async (l) => {
+    const reason = l.revokeReason ?? 'revoked';
+    const subject = l.subject.startsWith('spiffe://') ? { subject: l.subject } : {};
+    const event: RevocationInput = TOKEN_KINDS.has(l.kind)
+      ? { id: `lease:${l.id}:revoked`, kind: 'token-revoked', ...subject, tokenId: l.id, reason }
+      : { id: `lease:${l.id}:revoked`, kind: 'lease-revoked', ...subject, leaseId: l.id, reason };
+    await bus.publish(event);
+  });
+}
+
+/**
+ * Each policy set that becomes active is announced on the bus as
+ * `policy-changed`, so enforcement points drop decisions cached under the
+ * previous set and other replicas drop theirs.
+ *
+ * @example
+ * const stop = publishPolicyChanges(policy.engine, signals.bus, (err) => log.warn({ err }));
+ */
+export function publishPolicyChanges(engine: { onSwap(fn: (set: { readonly version: string }) => void): () => void }, bus: RevocationBus, onError: (err: unknown) => void): () => void {
+  return engine.onSwap((set) => {
+    bus.publish({ id: `policy:${set.version}:${Date.now()}`, kind: 'policy-changed', reason: set.version }).catch(onError);
+  });
+}

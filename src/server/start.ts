@@ -29,7 +29,7 @@ import type { DeliveryReport } from '../signals/index.ts';
 import { startTlsListener } from './tls-listener.ts';
 import type { TlsListener } from './tls-listener.ts';
 import type { IdentityDirectory } from '../policy/index.ts';
-import { reevaluationPort, drillTarget, invalidateDecisionsOnRevocations } from './signals-reevaluation.ts';
+import { reevaluationPort, drillTarget, invalidateDecisionsOnRevocations, publishLeaseRevocations, publishPolicyChanges } from './signals-reevaluation.ts';
 
 /** The running server. */
 export interface RunningServer {
@@ -121,6 +121,11 @@ export async function startServer(sources: ConfigSources & { logStream?: NodeJS.
     // Every accepted signal re-evaluates what is live for its subjects (docs/signals.md).
     signals.service.setReevaluator(new Reevaluator({ port: reevaluationPort({ leases: creds.leases, tasks: store.credentials, decider: policy.decider, clock: systemClock, entries: () => store.identity.listEntries() }), bus: signals.bus, audit, clock: systemClock, context: signals.service.context() }));
     await invalidateDecisionsOnRevocations(signals.bus, policy.decider);
+    // Revocations and policy swaps made here reach every enforcement point through the bus.
+    let busLog: ((err: unknown, what: string) => void) | undefined;
+    publishLeaseRevocations(creds.leases, signals.bus);
+    creds.leases.onRevokedListenerError = (lease, err) => busLog?.(err, `the revocation of lease ${lease.id} was not published on the revocation bus`);
+    publishPolicyChanges(policy.engine, signals.bus, (err) => busLog?.(err, 'a policy change was not published on the revocation bus'));
     signals.setDrill(new RevocationDrill({ bus: signals.bus, points: signals.points, target: drillTarget({ leases: creds.leases, tasks: store.credentials, clock: systemClock }), audit, clock: systemClock, livenessMs: Math.max(15_000, 3 * config['revocations.heartbeatMs']) }));
     const served0 = identity;
     const pdp0 = policy;
@@ -129,6 +134,7 @@ export async function startServer(sources: ConfigSources & { logStream?: NodeJS.
     const app = await buildApp({ tls: tlsRef, signals: signals.service, signalsExtras: { ssf: served1.ssf, points: served1.points, drill: () => served1.drill() }, policy, config, store, audit, admins, version, startedAtMs: Date.now(), identity: identity.issuer, oauth, credentials: creds, ...(sources.logStream === undefined ? {} : { logStream: sources.logStream }) });
     creds.setLogger(app.log);
     rotationLog = (err) => app.log.error({ err }, 'scheduled CA rotation step failed; it is retried at the next check');
+    busLog = (err, what) => app.log.error({ err }, what);
     ssfLog.stream = (r) => {
       if (r.outcome === 'rejected' || r.outcome === 'gave-up' || r.outcome === 'receiver-error') app.log.warn({ streamId: r.streamId, jti: r.jti, outcome: r.outcome, status: r.status, err: r.err, attempts: r.attempts }, 'SSF stream delivery did not succeed');
     };

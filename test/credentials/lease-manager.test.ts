@@ -36,6 +36,41 @@ describe('lease manager', () => {
     }
   });
 
+  it('tells onRevoked listeners of each revocation, single and by subject, never of an expiry; a failing listener does not undo it', async () => {
+    const c = await credContext();
+    try {
+      const heard: string[] = [];
+      const failed: string[] = [];
+      const stop = c.leases.onRevoked(async (l) => {
+        heard.push(`${l.id}:${l.state}:${l.revokeReason ?? ''}`);
+      });
+      c.leases.onRevokedListenerError = (l) => failed.push(l.id);
+      const one = await c.leases.open({ kind: 'access_token', subject: SUBJ, ttlMs: 60_000, correlationId: 'c' });
+      const two = await c.leases.open({ kind: 'access_token', subject: SUBJ, ttlMs: 60_000, correlationId: 'c' });
+      const three = await c.leases.open({ kind: 'access_token', subject: SUBJ, ttlMs: 60_000, correlationId: 'c' });
+      const gone = await c.leases.open({ kind: 'access_token', subject: 'spiffe://example.org/other', ttlMs: 1_000, correlationId: 'c' });
+      await c.leases.revoke(one.id, 'admin-revoked', 'c', admin);
+      assert.deepEqual(heard, [`${one.id}:revoked:admin-revoked`], 'heard before revoke returned');
+      await c.leases.revokeBySubject(SUBJ, 'posture-failed', 'c', admin);
+      assert.deepEqual(heard.slice(1).sort(), [`${two.id}:revoked:posture-failed`, `${three.id}:revoked:posture-failed`].sort());
+      c.clock.advance(2_000);
+      await c.leases.expire(gone.id, 'c');
+      assert.equal(heard.length, 3, 'an expiry is not announced');
+      stop();
+      c.leases.onRevoked(async () => {
+        throw new Error('bus down');
+      });
+      const four = await c.leases.open({ kind: 'access_token', subject: SUBJ, ttlMs: 60_000, correlationId: 'c' });
+      const r = await c.leases.revoke(four.id, 'admin-revoked', 'c', admin);
+      assert.equal(r?.state, 'revoked');
+      assert.equal((await c.leases.get(four.id))?.state, 'revoked', 'the revocation stands');
+      assert.deepEqual(failed, [four.id]);
+      assert.equal(heard.length, 3, 'an unsubscribed listener hears nothing');
+    } finally {
+      await c.close();
+    }
+  });
+
   it('refuses a non-positive lifetime', async () => {
     const c = await credContext();
     try {
