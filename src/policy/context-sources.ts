@@ -56,10 +56,15 @@ export interface IdentityDirectory {
   workloads(): Promise<readonly RegisteredWorkload[]>;
   /** Attested nodes that are not evicted. */
   nodes(): Promise<readonly RegisteredNode[]>;
+  /**
+   * Owner contacts (lower case) that were offboarded (`owner-offboarded`
+   * signals): their `Writ::Owner` entity has `active` false. Optional.
+   */
+  offboardedOwners?(): Promise<ReadonlySet<string>>;
 }
 
 /** The Cedar entities one snapshot of the directory stands for, by uid key. */
-function entitiesOf(workloads: readonly RegisteredWorkload[], nodes: readonly RegisteredNode[]): Map<string, EntityJson> {
+function entitiesOf(workloads: readonly RegisteredWorkload[], nodes: readonly RegisteredNode[], offboarded: ReadonlySet<string> = new Set()): Map<string, EntityJson> {
   const out = new Map<string, EntityJson>();
   const key = (type: string, id: string) => `${type}::${JSON.stringify(id)}`;
   const nodeById = new Map(nodes.map((n) => [n.spiffeId, n]));
@@ -75,7 +80,7 @@ function entitiesOf(workloads: readonly RegisteredWorkload[], nodes: readonly Re
       if (!out.has(ownerKey)) {
         out.set(ownerKey, {
           uid: { type: 'Writ::Owner', id: w.owner.contact },
-          attrs: { active: true, ...(w.owner.contact.includes('@') ? { email: w.owner.contact } : {}) },
+          attrs: { active: !offboarded.has(w.owner.contact.toLowerCase()), ...(w.owner.contact.includes('@') ? { email: w.owner.contact } : {}) },
           parents: [{ type: 'Writ::Team', id: w.owner.team }],
         });
       }
@@ -153,8 +158,8 @@ export function registryEntityLoader(directory: IdentityDirectory, o: RegistryLo
     inflight ??= (async () => {
       try {
         stale = false;
-        const [w, n] = await Promise.all([directory.workloads(), directory.nodes()]);
-        snapshot = { at: o.clock.nowMs(), entities: entitiesOf(w, n) };
+        const [w, n, gone] = await Promise.all([directory.workloads(), directory.nodes(), directory.offboardedOwners?.() ?? Promise.resolve(new Set<string>())]);
+        snapshot = { at: o.clock.nowMs(), entities: entitiesOf(w, n, gone) };
         generation += 1;
         return snapshot.entities;
       } catch (e) {

@@ -31,10 +31,21 @@ function itemOf(l: Lease): LiveItem {
  * @example
  * service.setReevaluator(new Reevaluator({ port: reevaluationPort({ leases, tasks: store.credentials, decider, clock }), bus, audit, clock, context: service.context() }));
  */
-export function reevaluationPort(deps: { leases: LeaseManager; tasks: TaskStore; decider: Decider; clock: Clock; entries?: () => Promise<readonly { readonly spiffeId: string; readonly owner: { readonly contact: string } }[]> }): ReevaluationPort {
-  const { leases, tasks, decider, clock, entries } = deps;
+export function reevaluationPort(deps: {
+  leases: LeaseManager;
+  tasks: TaskStore;
+  decider: Decider;
+  clock: Clock;
+  entries?: () => Promise<readonly { readonly spiffeId: string; readonly owner: { readonly contact: string } }[]>;
+  /** Make the PDP re-read its registry and signal data before re-deciding (the signal was just stored). */
+  refresh?: () => void;
+}): ReevaluationPort {
+  const { leases, tasks, decider, clock, entries, refresh } = deps;
   return {
     async findLive(q) {
+      // The bus may deliver the signal to the PDP's own feed after this runs: refresh here, so the
+      // re-decisions below see the signal (an offboarded owner, a posture) and not a cached view.
+      refresh?.();
       const seen = new Map<string, LiveItem>();
       const add = (ls: readonly Lease[]): void => {
         for (const l of ls) if (!seen.has(l.id)) seen.set(l.id, itemOf(l));

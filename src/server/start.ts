@@ -63,6 +63,7 @@ function identityDirectory(store: Store): IdentityDirectory {
         ...(typeof e.parentId === 'string' ? { nodeSpiffeId: e.parentId } : {}),
       })),
     nodes: async () => (await store.identity.listNodes()).filter((n) => n.evictedAt === null).map((n) => ({ spiffeId: n.spiffeId, attestationMethod: n.attestationType, selectors: n.selectors })),
+    offboardedOwners: async () => new Set((await store.signals.listSignals({ type: 'owner-offboarded', limit: 100_000 })).map((s) => s.subject.toLowerCase())),
   };
 }
 
@@ -119,7 +120,7 @@ export async function startServer(sources: ConfigSources & { logStream?: NodeJS.
     stopPolicyFeed = await signals.bus.subscribe(undefined, () => pdpChanges.noteChange(), { onError: () => pdpChanges.noteChange() });
     creds = await startCredentials(config, store, audit, systemClock, identity.kek.kek);
     // Every accepted signal re-evaluates what is live for its subjects (docs/signals.md).
-    signals.service.setReevaluator(new Reevaluator({ port: reevaluationPort({ leases: creds.leases, tasks: store.credentials, decider: policy.decider, clock: systemClock, entries: () => store.identity.listEntries() }), bus: signals.bus, audit, clock: systemClock, context: signals.service.context() }));
+    signals.service.setReevaluator(new Reevaluator({ port: reevaluationPort({ leases: creds.leases, tasks: store.credentials, decider: policy.decider, clock: systemClock, entries: () => store.identity.listEntries(), refresh: () => pdpChanges.noteChange() }), bus: signals.bus, audit, clock: systemClock, context: signals.service.context() }));
     await invalidateDecisionsOnRevocations(signals.bus, policy.decider);
     // Revocations and policy swaps made here reach every enforcement point through the bus.
     let busLog: ((err: unknown, what: string) => void) | undefined;
