@@ -106,7 +106,7 @@ interface Run {
 
 /** A `writ` command to completion (killed after 60 s). */
 async function writ(args: string[], env: Record<string, string> = {}): Promise<Run> {
-  const p = start(`writ ${args.slice(0, 2).join(' ')}`, [WRIT, ...args], env);
+  const p = start(`writ ${args.slice(0, 2).filter((a) => !a.startsWith('-')).join(' ')}`, [WRIT, ...args], env);
   let stdout = '';
   let stderr = '';
   p.child.stdout?.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -121,7 +121,7 @@ async function writ(args: string[], env: Record<string, string> = {}): Promise<R
 /** `writ` that must succeed; its stdout. */
 async function writOk(args: string[], env: Record<string, string> = {}): Promise<string> {
   const r = await writ(args, env);
-  if (r.code !== 0) throw new Error(`\`writ ${args.slice(0, 2).join(' ')}\` exited ${r.code}: ${(r.stderr || r.stdout).trim().split('\n').slice(-3).join(' | ')}`);
+  if (r.code !== 0) throw new Error(`\`writ ${args.slice(0, 2).filter((a) => !a.startsWith('-')).join(' ')}\` exited ${r.code}: ${(r.stderr || r.stdout).trim().split('\n').slice(-3).join(' | ')}`);
   return r.stdout;
 }
 
@@ -188,9 +188,8 @@ function say(line: string): void {
 
 async function step<T>(title: string, f: () => Promise<{ outcome: string; value: T }>): Promise<T> {
   current = { n: current.n + 1, title };
-  const t0 = performance.now();
   const { outcome, value } = await f();
-  say(`[${String(current.n).padStart(2)}/${TOTAL_STEPS}] ok  ${title}: ${outcome} (${Math.round(performance.now() - t0)} ms)`);
+  say(`[${String(current.n).padStart(2)}/${TOTAL_STEPS}] ok  ${title}: ${outcome}`);
   return value;
 }
 
@@ -218,7 +217,11 @@ async function http(url: string, init: RequestInit): Promise<Http> {
 
 /** A caller refused by the MCP gateway: a JSON-RPC deny, or its transport refused (revoked token, closed session). */
 function mcpRefusal(e: unknown): string | undefined {
-  if (e instanceof McpError) return e.code === -32001 ? `-32001 ${(e.data as { code?: string } | undefined)?.code ?? ''}`.trim() : undefined;
+  if (e instanceof McpError) {
+    // -32001 is also the SDK's own request timeout: only the gateway's deny carries an ERR_ENFORCE_ code.
+    const code = (e.data as { code?: unknown } | undefined)?.code;
+    return e.code === -32001 && typeof code === 'string' && code.startsWith('ERR_ENFORCE_') ? `-32001 ${code}` : undefined;
+  }
   const code = (e as { code?: unknown }).code;
   if (code === 401) return 'HTTP 401 (token revoked)';
   if (code === 404) return 'HTTP 404 (session closed by the revocation)';
@@ -256,7 +259,7 @@ async function main(): Promise<void> {
     if (!ids.has('posture-floor') || !ids.has('no-prod-writes')) throw new Error(`the server does not serve the demo policies (examples/demo/policies); it serves ${policy.activeVersion ?? 'no policy set'}`);
     const meta = (await (await fetch(`${url}/.well-known/oauth-authorization-server`)).json()) as { issuer: string; jwks_uri: string };
     const trustDomain = String(status.config['identity.trustDomain'] ?? 'writ.local');
-    return { outcome: `${url}, trust domain ${trustDomain}, policy ${policy.activeVersion ?? '?'} (${ids.size} policies)`, value: { url, env, issuer: meta.issuer, trustDomain } };
+    return { outcome: `${url} (trust domain ${trustDomain}, policy ${policy.activeVersion ?? '?'}, ${ids.size} policies)`, value: { url, env, issuer: meta.issuer, trustDomain } };
   });
   const { env } = server;
 
@@ -264,14 +267,14 @@ async function main(): Promise<void> {
   const pepFile = join(dir, 'pep.token');
   await step('writ principal create --role pep', async () => {
     await writOk(['principal', 'create', '--name', `demo-pep-${runId}`, '--role', 'pep', '--output', pepFile], env);
-    return { outcome: `credential of demo-pep-${runId} for the proxy and the gateway written to pep.token (0600)`, value: undefined };
+    return { outcome: `demo-pep-${runId}, the credential of the proxy and the gateway, in pep.token (0600)`, value: undefined };
   });
 
   // 3. entry
   const spiffeId = `spiffe://${server.trustDomain}/demo/triage/${runId}`;
   const nodeSelector = `demo:run:${runId}`;
   await step('writ entry create (owner required)', async () => {
-    const e = JSON.parse(await writOk(['entry', 'create', '--spiffe-id', spiffeId, '--node-selector', nodeSelector, '-s', `unix:uid:${uid}`, '--environment', 'prod', '--owner-team', 'support', '--owner-contact', 'alice@example.com', '--json'], env)) as { id: string };
+    const e = JSON.parse(await writOk(['entry', 'create', '--spiffe-id', spiffeId, '--node-selector', nodeSelector, '-s', `unix:uid:${uid}`, '--environment', 'prod', '--jwt-ttl', '900', '--owner-team', 'support', '--owner-contact', 'alice@example.com', '--json'], env)) as { id: string };
     return { outcome: `${spiffeId} for unix:uid:${uid}, owner support / alice@example.com, entry ${e.id}`, value: undefined };
   });
 
@@ -281,7 +284,7 @@ async function main(): Promise<void> {
     const jt = JSON.parse(await writOk(['token', 'create', '--ttl', '600', '--node-selector', nodeSelector, '--json'], env)) as { id: string; token: string };
     const agent = start('writ agent', [WRIT, 'agent', '--server', server.url, '--socket', socket, '--data-dir', join(dir, 'agent'), '--sync-interval', '1', '--log-level', 'warn'], { WRIT_JOIN_TOKEN: jt.token });
     const m = await waitOutput(agent, /serving the Workload API on (\S+) as (\S+)/, 'writ agent to serve the Workload API');
-    return { outcome: `node ${m[2]} attested with join token ${jt.id}; Workload API on ${m[1]}`, value: undefined };
+    return { outcome: `node ${m[2]} attested (join token ${jt.id}), Workload API on ${m[1]}`, value: undefined };
   });
 
   // 5. X.509-SVID
@@ -316,7 +319,7 @@ async function main(): Promise<void> {
     const proxy = await exchange('demo-proxy', 'orders:read');
     const gateway = await exchange(gatewayResource, 'tools:lookup_order');
     const c = decodeJwt(proxy);
-    return { outcome: `task ${task.id} (scopes orders:read tools:lookup_order); access tokens for demo-proxy and the MCP gateway, sub ${c.sub}, task ${String(c.task)}, expires in ${(c.exp ?? 0) - (c.iat ?? 0)} s`, value: { task: task.id, proxy, gateway } };
+    return { outcome: `task ${task.id} (scopes orders:read tools:lookup_order); access tokens for demo-proxy and the MCP gateway bound to it, ${(c.exp ?? 0) - (c.iat ?? 0)} s`, value: { task: task.id, proxy, gateway } };
   });
 
   // 8. services and enforcement points
@@ -339,7 +342,7 @@ async function main(): Promise<void> {
       waitOutput(proxy, /listening on/, 'writ proxy to listen'),
       waitOutput(gateway, /deciding through/, 'writ mcp-gateway to start'),
     ]);
-    return { outcome: `orders :${ordersPort}, inventory :${inventoryPort} behind writ proxy :${proxyPort} (examples/demo/proxy.json); MCP server :${mcpPort} behind writ mcp-gateway ${gatewayResource}`, value: undefined };
+    return { outcome: `orders :${ordersPort} and inventory :${inventoryPort} behind writ proxy :${proxyPort} (routes of examples/demo/proxy.json); orders-mcp :${mcpPort} behind writ mcp-gateway :${gatewayPort}`, value: undefined };
   });
 
   const asAgent = { authorization: `Bearer ${tokens.proxy}` };
@@ -357,7 +360,7 @@ async function main(): Promise<void> {
       throw new Error(`${(e as Error).message}; last answer ${last?.status} ${JSON.stringify(last?.body)}`);
     });
     if (ok.body.servedTo !== spiffeId) throw new Error(`orders saw caller ${String(ok.body.servedTo)}, not ${spiffeId}`);
-    return { outcome: `200 allowed, order ${String(ok.body.id)} ${String(ok.body.status)}, orders saw ${spiffeId}, x-writ-decision-id ${ok.headers.get('x-writ-decision-id') ?? 'missing'}`, value: undefined };
+    return { outcome: `200 allowed (order ${String(ok.body.id)} ${String(ok.body.status)}), x-writ-decision-id ${ok.headers.get('x-writ-decision-id') ?? 'missing'}`, value: undefined };
   });
 
   // 10. denied
@@ -369,7 +372,7 @@ async function main(): Promise<void> {
     const lines = (await writOk(['audit', 'tail', '-n', '200', '--action', 'decision.made', '--json'], env)).split('\n').filter((l) => l.startsWith('{'));
     const list = lines.map((l) => JSON.parse(l) as { correlationId?: string; reasons?: string[] });
     const rec = list.find((e) => e.correlationId === decisionId);
-    return { outcome: `403 denied, reason code ${String(r.body.code)}${rec?.reasons === undefined ? '' : ` (policy: ${rec.reasons.join(', ')})`}, x-writ-decision-id ${decisionId}; the inventory service never saw it`, value: undefined };
+    return { outcome: `403 denied, reason code ${String(r.body.code)}${rec?.reasons === undefined ? '' : ` (policy: ${rec.reasons.join(', ')})`}, x-writ-decision-id ${decisionId}`, value: undefined };
   });
 
   // 11. MCP: permitted tool
@@ -391,49 +394,52 @@ async function main(): Promise<void> {
     const r = await client.callTool({ name: 'lookup_order', arguments: { order_id: '1001' } });
     const text = (r.content as { type: string; text?: string }[])[0]?.text ?? '';
     if (r.isError === true || !text.startsWith('order 1001')) throw new Error(`lookup_order failed: ${JSON.stringify(r.content)}`);
-    return { outcome: `tools/list shows [${listed.join(', ')}] (refund_order filtered); lookup_order → "${text}"`, value: undefined };
+    return { outcome: `tools/list shows [${listed.join(', ')}]; lookup_order → "${text}"`, value: undefined };
   });
 
   // 12. MCP: forbidden tool
   await step('agent calls refund_order through writ mcp-gateway (not in its task)', async () => {
     const e = await client.callTool({ name: 'refund_order', arguments: { order_id: '1001', amount: 4990 } }).then(() => undefined, (err: unknown) => err);
-    if (!(e instanceof McpError) || e.code !== -32001) throw new Error(`expected JSON-RPC error -32001, got ${e === undefined ? 'a result' : String(e)}`);
+    if (!(e instanceof McpError) || mcpRefusal(e) === undefined) throw new Error(`expected JSON-RPC error -32001 from the gateway, got ${e === undefined ? 'a result' : String(e)}`);
     const data = e.data as { code?: string; decisionId?: string } | undefined;
-    return { outcome: `JSON-RPC error -32001 ${data?.code ?? ''}, decision ${data?.decisionId ?? '?'}; the MCP server never ran it`, value: undefined };
+    return { outcome: `JSON-RPC error -32001 ${data?.code ?? ''}, decision ${data?.decisionId ?? '?'}`, value: undefined };
   });
 
   // 13. posture signal → cut everywhere
   await step('writ signal posture (score 20, disk-encryption failing) cuts the caller everywhere', async () => {
     let ackAt: number | undefined;
-    const cut = async (what: string, probe: () => Promise<string | undefined>): Promise<{ at: number; how: string }> => {
+    // Each probe answers `allowed`, `denied: <how>` (the cut we wait for) or `other: <what>` (anything
+    // else, e.g. a call in flight when its session was closed): polled again, reported if it persists.
+    type Probe = { allowed: true } | { denied: string } | { other: string };
+    const cut = async (what: string, probe: () => Promise<Probe>): Promise<{ at: number; how: string }> => {
+      let other = '';
       for (;;) {
-        const how = await probe();
-        if (how !== undefined) return { at: Date.now(), how };
-        if (ackAt !== undefined && Date.now() > ackAt + 30_000) throw new Error(`${what} still allowed the caller 30 s after the signal`);
+        const r = await probe().catch((e: unknown): Probe => ({ other: String(e) }));
+        if ('denied' in r) return { at: Date.now(), how: r.denied };
+        if ('other' in r) other = r.other;
+        if (ackAt !== undefined && Date.now() > ackAt + 30_000) throw new Error(`${what} did not deny the caller within 30 s of the signal${other === '' ? ' (it still allowed it)' : `; last answer: ${other}`}`);
         await new Promise((r) => setTimeout(r, 5));
       }
     };
-    const proxyCut = cut('writ proxy', async () => {
-      const r = await http(`${proxyUrl}/orders/1001`, { headers: asAgent });
-      if (r.status === 200) return undefined;
-      const code = String(r.body.code);
-      if (!['ERR_ENFORCE_CREDENTIAL_REVOKED', 'ERR_ENFORCE_DENIED'].includes(code)) throw new Error(`writ proxy refused with ${r.status} ${code}, not a revocation or a policy deny`);
-      return `${r.status} ${code}`;
-    });
-    const gatewayCut = cut('writ mcp-gateway', async () => {
-      try {
-        await client.callTool({ name: 'lookup_order', arguments: { order_id: '1001' } });
-        return undefined;
-      } catch (e) {
-        const how = mcpRefusal(e);
-        if (how === undefined) throw new Error(`writ mcp-gateway failed with ${String(e)}, not a revocation or a policy deny`);
-        return how;
-      }
-    });
-    // Both enforcement points are polled from before the signal is sent until each denies;
+    // The signal is sent first, then both enforcement points are polled until each denies;
     // the 30 s patience counts once the server has acknowledged the signal.
     const sent = writOk(['signal', 'posture', spiffeId, '--score', '20', '--failing', 'disk-encryption', '--reason', 'scan-failed', '--json'], env).finally(() => {
       ackAt = Date.now();
+    });
+    const proxyCut = cut('writ proxy', async () => {
+      const r = await http(`${proxyUrl}/orders/1001`, { headers: asAgent });
+      if (r.status === 200) return { allowed: true };
+      const code = String(r.body.code);
+      return ['ERR_ENFORCE_CREDENTIAL_REVOKED', 'ERR_ENFORCE_DENIED'].includes(code) ? { denied: `${r.status} ${code}` } : { other: `${r.status} ${code}` };
+    });
+    const gatewayCut = cut('writ mcp-gateway', async () => {
+      try {
+        await client.callTool({ name: 'lookup_order', arguments: { order_id: '1001' } }, undefined, { timeout: 10_000 });
+        return { allowed: true };
+      } catch (e) {
+        const how = mcpRefusal(e);
+        return how === undefined ? { other: String(e) } : { denied: how };
+      }
     });
     const [out, p, g] = await Promise.all([sent, proxyCut, gatewayCut]);
     const receipt = JSON.parse(out) as { signal: { id: string; receivedAt: string }; reevaluation?: { revoked: number; items: { type: string; outcome: string }[] } };
@@ -441,7 +447,7 @@ async function main(): Promise<void> {
     const ms = (at: number): number => Math.max(0, at - accepted);
     const revoked = (receipt.reevaluation?.items ?? []).filter((i) => i.outcome === 'revoked').map((i) => i.type);
     return {
-      outcome: `signal ${receipt.signal.id} re-evaluated: revoked ${revoked.length} (${revoked.join(', ')}); cut within ${ms(p.at)} ms at writ proxy (${p.how}) and ${ms(g.at)} ms at writ mcp-gateway (${g.how}) after the server accepted it`,
+      outcome: `re-evaluation revoked ${revoked.length} (${revoked.join(', ')}); cut within ${ms(p.at)} ms at writ proxy (${p.how}) and ${ms(g.at)} ms at writ mcp-gateway (${g.how}) of the server accepting it`,
       value: undefined,
     };
   });
@@ -484,13 +490,14 @@ for (const sig of ['SIGINT', 'SIGTERM'] as const) {
   });
 }
 
+const startedAt = Date.now();
 say(`Writ end-to-end demo (${opts.server === undefined ? 'starting its own Writ' : `against ${opts.server}`}; working folder ${dir})`);
 main().then(
   async () => {
     if (failed) return;
     clearTimeout(deadline);
     await cleanup();
-    say(`demo ok: all ${TOTAL_STEPS} steps had the expected outcome`);
+    say(`demo ok: all ${TOTAL_STEPS} steps had the expected outcome (${Math.round((Date.now() - startedAt) / 1000)} s)`);
     process.exit(0);
   },
   (e: unknown) => fail(e instanceof Error ? e.message : String(e)),

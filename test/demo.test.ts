@@ -1,0 +1,111 @@
+/**
+ * `npm run demo` end to end: examples/demo/run.ts as a child process, with
+ * its own `writ up`, agent, proxy, MCP gateway and services. Asserts the exit
+ * code and the key lines of the story, and that an interrupted run leaves no
+ * process and no folder behind. No timing bound beyond "was cut": the
+ * milliseconds are printed, not judged (they belong in the benchmarks).
+ */
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+
+const RUN = fileURLToPath(new URL('../examples/demo/run.ts', import.meta.url));
+const linux = process.platform === 'linux';
+
+interface Demo {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  out: string;
+}
+
+/** Run the demo; `interruptWhen` sends SIGINT once the output matches it. */
+function demo(args: string[], interruptWhen?: RegExp): Promise<Demo> {
+  return new Promise((resolve) => {
+    const cp = spawn(process.execPath, [RUN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { PATH: process.env.PATH ?? '/usr/bin:/bin' } });
+    let out = '';
+    let sent = false;
+    const onData = (d: Buffer): void => {
+      out += d.toString();
+      if (interruptWhen !== undefined && !sent && interruptWhen.test(out)) {
+        sent = true;
+        cp.kill('SIGINT');
+      }
+    };
+    cp.stdout.on('data', onData);
+    cp.stderr.on('data', onData);
+    cp.on('close', (code, signal) => resolve({ code, signal, out }));
+  });
+}
+
+/** Processes whose command line names `dir` (every Writ child of the demo does). */
+function processesUsing(dir: string): string[] {
+  const found: string[] = [];
+  for (const pid of readdirSync('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    try {
+      const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8').replaceAll('\0', ' ');
+      if (cmd.includes(dir)) found.push(`${pid}: ${cmd.slice(0, 200)}`);
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return found;
+}
+
+function workDir(out: string): string {
+  const m = /working folder (\S+)\)/.exec(out);
+  assert.ok(m?.[1], out);
+  return m[1];
+}
+
+describe('npm run demo', { skip: linux ? false : 'the agent attests callers on Linux only' }, () => {
+  it('runs the whole story and exits 0', { timeout: 400_000 }, async () => {
+    // A generous deadline: on a loaded 2-CPU machine each CLI start takes seconds.
+    const r = await demo(['--deadline-s', '360']);
+    assert.equal(r.code, 0, r.out);
+    const lines = r.out.split('\n');
+    const line = (n: number): string => lines.find((l) => l.startsWith(`[${String(n).padStart(2)}/14] ok `)) ?? assert.fail(`no ok line for step ${n}:\n${r.out}`);
+    assert.match(line(1), /writ up --policies .*examples\/demo\/policies: http:\/\/127\.0\.0\.1:\d+ \(trust domain writ\.local, policy pv-[0-9a-f]+, 7 policies\)/);
+    assert.match(line(3), /spiffe:\/\/writ\.local\/demo\/triage\/[0-9a-f]{8} for unix:uid:\d+, owner support/);
+    assert.match(line(4), /node spiffe:\/\/writ\.local\/writ\/node\/[0-9a-f]+ attested \(join token [0-9a-f]+\), Workload API on unix:\/\//);
+    assert.match(line(5), /svid\.pem, svid_key\.pem, bundle\.pem for spiffe:\/\/writ\.local\/demo\/triage\//);
+    assert.match(line(7), /task task_[0-9a-f]+ .*access tokens for demo-proxy and the MCP gateway bound to it/);
+    assert.match(line(9), /GET \/orders\/1001 through writ proxy: 200 allowed \(order 1001 shipped\), x-writ-decision-id [0-9a-f]{32}$/);
+    assert.match(line(10), /403 denied, reason code ERR_ENFORCE_DENIED \(policy: prod-write-outside-task-scope\), x-writ-decision-id [0-9a-f]{32}/);
+    assert.match(line(11), /tools\/list shows \[lookup_order\]; lookup_order → "order 1001: shipped/);
+    assert.match(line(12), /JSON-RPC error -32001 ERR_ENFORCE_DENIED/);
+    assert.match(line(13), /re-evaluation revoked \d+ \(.*token.*\); cut within \d+ ms at writ proxy \((401 ERR_ENFORCE_CREDENTIAL_REVOKED|403 ERR_ENFORCE_DENIED)\) and \d+ ms at writ mcp-gateway \((-32001|HTTP 401|HTTP 404)/);
+    assert.match(line(14), /writ audit verify: audit chain ok: \d+ events, head \d+ [0-9a-f]{64}/);
+    assert.match(r.out, /demo ok: all 14 steps had the expected outcome \(\d+ s\)\n$/);
+    assert.ok(!/eyJ[A-Za-z0-9_-]{20,}\./.test(r.out), 'no token in the demo output');
+    const dir = workDir(r.out);
+    assert.equal(existsSync(dir), false, 'the working folder is removed');
+    assert.deepEqual(processesUsing(dir), []);
+  });
+
+  it('stops every child process and removes its folder on SIGINT', { timeout: 400_000 }, async () => {
+    // Interrupted once the agent serves: the server and the agent are running then.
+    const r = await demo(['--deadline-s', '360'], /\[ 4\/14\] ok /);
+    assert.equal(r.code, 130, r.out);
+    assert.match(r.out, /demo interrupted \(SIGINT\) during step \d+/);
+    const dir = workDir(r.out);
+    assert.equal(existsSync(dir), false, 'the working folder is removed');
+    assert.deepEqual(processesUsing(dir), []);
+  });
+
+  it('exits 1 naming the failing step when a step goes wrong', { timeout: 120_000 }, async () => {
+    const r = await demo(['--server', 'http://127.0.0.1:1', '--token-file', '/nonexistent/admin.token']);
+    assert.equal(r.code, 1, r.out);
+    assert.match(r.out, /\[ 1\/14\] FAIL  use the running Writ at http:\/\/127\.0\.0\.1:1: `writ status` exited 1: writ status: cannot read the admin token file \/nonexistent\/admin\.token \(ERR_CLI_TOKEN_FILE\)\n/);
+    assert.match(r.out, /demo failed at step 1 \(use the running Writ at http:\/\/127\.0\.0\.1:1\)\n$/);
+    assert.equal(existsSync(workDir(r.out)), false);
+  });
+
+  it('refuses bad options with a usage error', async () => {
+    const r = await demo(['--server', 'http://127.0.0.1:1']);
+    assert.equal(r.code, 2);
+    assert.match(r.out, /^demo: --server and --token-file go together\n/);
+  });
+});
