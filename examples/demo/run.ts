@@ -21,7 +21,7 @@
  */
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, relative, resolve } from 'node:path';
@@ -49,7 +49,7 @@ options:
   --server URL        use a running Writ (started with --policies examples/demo/policies) instead of starting one
   --token-file FILE   with --server: an admin credential file
   --deadline-s N      give up (exit 1) when the whole run takes longer than N seconds (default 180)
-  --keep              keep the temporary folder (logs, config, audit) and print where it is
+  --keep              keep the temporary folder (store, configuration, proxy audit log, each process's output) and print where it is
   -h, --help          show this help
 `;
 
@@ -172,7 +172,12 @@ function cleanup(): Promise<void> {
     };
     await stop(procs.filter((p) => p.name !== 'writ up'));
     await stop(procs.filter((p) => p.name === 'writ up'));
-    if (opts.keep) process.stdout.write(`kept ${dir}\n`);
+    if (opts.keep) {
+      // The children's output, for a look after the run.
+      mkdirSync(join(dir, 'logs'), { recursive: true });
+      for (const p of procs) writeFileSync(join(dir, 'logs', `${p.name.replaceAll(' ', '-')}.log`), p.output());
+      process.stdout.write(`kept ${dir} (logs/ holds each process's output)\n`);
+    }
     else rmSync(dir, { recursive: true, force: true });
   })();
   return cleaned;
@@ -225,7 +230,6 @@ function mcpRefusal(e: unknown): string | undefined {
   const code = (e as { code?: unknown }).code;
   if (code === 401) return 'HTTP 401 (token revoked)';
   if (code === 404) return 'HTTP 404 (session closed by the revocation)';
-  if (code === 403) return 'HTTP 403';
   return undefined;
 }
 
@@ -447,7 +451,7 @@ async function main(): Promise<void> {
     const ms = (at: number): number => Math.max(0, at - accepted);
     const revoked = (receipt.reevaluation?.items ?? []).filter((i) => i.outcome === 'revoked').map((i) => i.type);
     return {
-      outcome: `re-evaluation revoked ${revoked.length} (${revoked.join(', ')}); cut within ${ms(p.at)} ms at writ proxy (${p.how}) and ${ms(g.at)} ms at writ mcp-gateway (${g.how}) of the server accepting it`,
+      outcome: `re-evaluation revoked ${revoked.length} (${revoked.join(', ')}); caller cut at writ proxy ${ms(p.at)} ms and at writ mcp-gateway ${ms(g.at)} ms after the server accepted the signal (proxy: ${p.how}; gateway: ${g.how})`,
       value: undefined,
     };
   });
