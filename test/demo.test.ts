@@ -8,10 +8,15 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const RUN = fileURLToPath(new URL('../examples/demo/run.ts', import.meta.url));
+const WRIT = fileURLToPath(new URL('../bin/writ.js', import.meta.url));
+const POLICIES = fileURLToPath(new URL('../examples/demo/policies', import.meta.url));
 const linux = process.platform === 'linux';
 
 interface Demo {
@@ -54,6 +59,17 @@ function processesUsing(dir: string): string[] {
   return found;
 }
 
+function freePort(): Promise<number> {
+  return new Promise((ok, fail) => {
+    const srv = createServer();
+    srv.once('error', fail);
+    srv.listen(0, '127.0.0.1', () => {
+      const a = srv.address();
+      srv.close(() => ok(typeof a === 'object' && a !== null ? a.port : 0));
+    });
+  });
+}
+
 function workDir(out: string): string {
   const m = /working folder (\S+)\)/.exec(out);
   assert.ok(m?.[1], out);
@@ -83,6 +99,37 @@ describe('npm run demo', { skip: linux ? false : 'the agent attests callers on L
     const dir = workDir(r.out);
     assert.equal(existsSync(dir), false, 'the working folder is removed');
     assert.deepEqual(processesUsing(dir), []);
+  });
+
+  it('runs against a running Writ with --server and --token-file, and leaves that server running', { timeout: 400_000 }, async () => {
+    const data = mkdtempSync(join(tmpdir(), 'writ-demo-server-'));
+    const port = await freePort();
+    const url = `http://127.0.0.1:${port}`;
+    const up = spawn(process.execPath, [WRIT, 'up', '--listen', `127.0.0.1:${port}`, '--data-dir', data, '--policies', POLICIES, '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'pipe'], env: { PATH: process.env.PATH ?? '/usr/bin:/bin' } });
+    let log = '';
+    up.stdout.on('data', (d: Buffer) => (log += d.toString()));
+    up.stderr.on('data', (d: Buffer) => (log += d.toString()));
+    const exited = new Promise((r) => up.once('exit', r));
+    try {
+      const end = Date.now() + 120_000;
+      while (!log.includes('listening on')) {
+        assert.equal(up.exitCode, null, log);
+        assert.ok(Date.now() < end, `writ up did not start: ${log}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      const r = await demo(['--server', url, '--token-file', join(data, 'admin.token'), '--deadline-s', '360']);
+      assert.equal(r.code, 0, r.out);
+      assert.match(r.out, new RegExp(`\\[ 1/14\\] ok  use the running Writ at ${url}: ${url} \\(trust domain writ\\.local, policy pv-[0-9a-f]+, 7 policies\\)\n`));
+      assert.match(r.out, /\[13\/14\] ok .*caller cut at writ proxy \d+ ms and at writ mcp-gateway \d+ ms/);
+      assert.match(r.out, /demo ok: all 14 steps had the expected outcome/);
+      // The demo stops what it started, never the server it was pointed at.
+      assert.equal(up.exitCode, null);
+      assert.equal((await fetch(`${url}/healthz`)).status, 200);
+    } finally {
+      up.kill('SIGTERM');
+      await exited;
+      rmSync(data, { recursive: true, force: true });
+    }
   });
 
   it('stops every child process and removes its folder on SIGINT', { timeout: 400_000 }, async () => {

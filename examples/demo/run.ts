@@ -192,8 +192,11 @@ function say(line: string): void {
 }
 
 async function step<T>(title: string, f: () => Promise<{ outcome: string; value: T }>): Promise<T> {
+  if (failed) throw new Error('the run has already failed');
   current = { n: current.n + 1, title };
   const { outcome, value } = await f();
+  // A step that finished after the run failed (deadline, interrupt) reports nothing.
+  if (failed) throw new Error('the run has already failed');
   say(`[${String(current.n).padStart(2)}/${TOTAL_STEPS}] ok  ${title}: ${outcome}`);
   return value;
 }
