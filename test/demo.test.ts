@@ -150,6 +150,19 @@ describe('npm run demo', { skip: linux ? false : 'the agent attests callers on L
     assert.equal(existsSync(workDir(r.out)), false);
   });
 
+  it('ships a policy folder whose cases pass (writ policy test)', { timeout: 120_000 }, async () => {
+    const r = await new Promise<{ code: number | null; out: string }>((resolve) => {
+      const cp = spawn(process.execPath, [WRIT, 'policy', 'test', POLICIES], { stdio: ['ignore', 'pipe', 'pipe'], env: { PATH: process.env.PATH ?? '/usr/bin:/bin' } });
+      let out = '';
+      cp.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      cp.stderr.on('data', (d: Buffer) => (out += d.toString()));
+      cp.on('close', (code) => resolve({ code, out }));
+    });
+    assert.equal(r.code, 0, r.out);
+    for (const name of ['the support agent reads an order through the proxy', 'a prod write is outside the support agent\'s task', 'the agent calls a tool its task does not declare', 'a failing posture takes the read away']) assert.ok(r.out.includes(`ok    ${name}\n`), name);
+    assert.match(r.out, /^7 passed, 0 failed \(version pv-[0-9a-f]+\)$/m);
+  });
+
   it('refuses bad options with a usage error', async () => {
     const r = await demo(['--server', 'http://127.0.0.1:1']);
     assert.equal(r.code, 2);
