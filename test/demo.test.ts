@@ -92,7 +92,7 @@ describe('npm run demo', { skip: linux ? false : 'the agent attests callers on L
     assert.match(line(10), /403 denied, reason code ERR_ENFORCE_DENIED \(policy: prod-write-outside-task-scope\), x-writ-decision-id [0-9a-f]{32}/);
     assert.match(line(11), /tools\/list shows \[lookup_order\]; lookup_order → "order 1001: shipped/);
     assert.match(line(12), /JSON-RPC error -32001 ERR_ENFORCE_DENIED/);
-    assert.match(line(13), /re-evaluation revoked \d+ \(.*token.*\); caller cut at writ proxy \d+ ms and at writ mcp-gateway \d+ ms after the server accepted the signal \(proxy: (401 ERR_ENFORCE_CREDENTIAL_REVOKED|403 ERR_ENFORCE_DENIED); gateway: (-32001 ERR_ENFORCE_[A-Z_]+|HTTP 401 \(token revoked\)|HTTP 404 \(session closed by the revocation\))\)$/);
+    assert.match(line(13), /re-evaluation revoked \d+ \(.*token.*\); caller cut at writ proxy \d+ ms and at writ mcp-gateway \d+ ms after the server accepted the signal \(proxy: (401 ERR_ENFORCE_CREDENTIAL_REVOKED|403 ERR_ENFORCE_DENIED); gateway: (-32001 ERR_ENFORCE_[A-Z_]+|HTTP 401 access token was revoked|HTTP 404 session closed)\)$/);
     assert.match(line(14), /writ audit verify: audit chain ok: \d+ events, head \d+ [0-9a-f]{64}/);
     assert.match(r.out, /demo ok: all 14 steps had the expected outcome \(\d+ s\)\n$/);
     assert.ok(!/eyJ[A-Za-z0-9_-]{20,}\./.test(r.out), 'no token in the demo output');

@@ -76,6 +76,8 @@ interface Proc {
   readonly child: ChildProcess;
   output(): string;
   readonly exited: Promise<number | null>;
+  /** Exited and its output streams drained. */
+  readonly closed: Promise<number | null>;
 }
 
 const procs: Proc[] = [];
@@ -93,7 +95,8 @@ function start(name: string, args: string[], env: Record<string, string> = {}): 
   child.stdout?.on('data', keep);
   child.stderr?.on('data', keep);
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-  const p = { name, child, output: () => out, exited };
+  const closed = new Promise<number | null>((r) => child.once('close', (code) => r(code)));
+  const p = { name, child, output: () => out, exited, closed };
   procs.push(p);
   return p;
 }
@@ -112,7 +115,7 @@ async function writ(args: string[], env: Record<string, string> = {}): Promise<R
   p.child.stdout?.on('data', (d: Buffer) => (stdout += d.toString()));
   p.child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
   const timer = setTimeout(() => p.child.kill('SIGKILL'), 60_000);
-  const code = await p.exited;
+  const code = await p.closed;
   clearTimeout(timer);
   procs.splice(procs.indexOf(p), 1);
   return { code, stdout, stderr };
@@ -177,8 +180,9 @@ function cleanup(): Promise<void> {
       mkdirSync(join(dir, 'logs'), { recursive: true });
       for (const p of procs) writeFileSync(join(dir, 'logs', `${p.name.replaceAll(' ', '-')}.log`), p.output());
       process.stdout.write(`kept ${dir} (logs/ holds each process's output)\n`);
+    } else {
+      rmSync(dir, { recursive: true, force: true });
     }
-    else rmSync(dir, { recursive: true, force: true });
   })();
   return cleaned;
 }
@@ -230,16 +234,20 @@ function mcpRefusal(e: unknown): string | undefined {
     const code = (e.data as { code?: unknown } | undefined)?.code;
     return e.code === -32001 && typeof code === 'string' && code.startsWith('ERR_ENFORCE_') ? `-32001 ${code}` : undefined;
   }
+  // The SDK's StreamableHTTPError: `code` is the HTTP status, the message carries the body.
   const code = (e as { code?: unknown }).code;
-  if (code === 401) return 'HTTP 401 (token revoked)';
-  if (code === 404) return 'HTTP 404 (session closed by the revocation)';
+  const message = e instanceof Error ? e.message : '';
+  if (code === 401 && message.includes('access token was revoked')) return 'HTTP 401 access token was revoked';
+  if (code === 404 && message.includes('session not found')) return 'HTTP 404 session closed';
   return undefined;
 }
 
 async function main(): Promise<void> {
   const runId = randomBytes(4).toString('hex');
   const uid = process.getuid?.() ?? 0;
-  const [apiPort, tlsPort, ordersPort, inventoryPort, mcpPort, proxyPort, gatewayPort] = await Promise.all(Array.from({ length: 7 }, () => freePort()));
+  const ports = new Set<number>();
+  while (ports.size < 7) ports.add(await freePort());
+  const [apiPort, tlsPort, ordersPort, inventoryPort, mcpPort, proxyPort, gatewayPort] = [...ports];
   const policiesShown = relative(process.cwd(), POLICIES) || POLICIES;
 
   // 1. Writ
