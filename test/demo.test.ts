@@ -142,6 +142,18 @@ describe('npm run demo', { skip: linux ? false : 'the agent attests callers on L
     assert.deepEqual(processesUsing(dir), []);
   });
 
+  it('gives up at its deadline, names the step it was in and leaves nothing behind', { timeout: 120_000 }, async () => {
+    // One second is never enough to start `writ up`: the deadline passes during step 1.
+    const r = await demo(['--deadline-s', '1']);
+    assert.equal(r.code, 1, r.out);
+    assert.match(r.out, /\[ 1\/14\] FAIL  writ up --policies .*: the whole run passed its deadline of 1 s\n/);
+    assert.match(r.out, /demo failed at step 1 \(writ up --policies [^)]*\)\n$/);
+    assert.ok(!/\] ok /.test(r.out), r.out);
+    const dir = workDir(r.out);
+    assert.equal(existsSync(dir), false, 'the working folder is removed');
+    assert.deepEqual(processesUsing(dir), []);
+  });
+
   it('exits 1 naming the failing step when a step goes wrong', { timeout: 120_000 }, async () => {
     const r = await demo(['--server', 'http://127.0.0.1:1', '--token-file', '/nonexistent/admin.token']);
     assert.equal(r.code, 1, r.out);

@@ -61,7 +61,7 @@ try {
     process.exit(0);
   }
   const deadlineS = Number(values['deadline-s']);
-  if (!Number.isInteger(deadlineS) || deadlineS < 10 || deadlineS > 3600) throw new Error('--deadline-s must be a whole number from 10 to 3600');
+  if (!Number.isInteger(deadlineS) || deadlineS < 1 || deadlineS > 3600) throw new Error('--deadline-s must be a whole number from 1 to 3600');
   if ((values.server === undefined) !== (values['token-file'] === undefined)) throw new Error('--server and --token-file go together');
   opts = { ...(values.server === undefined ? {} : { server: values.server.replace(/\/+$/, '') }), ...(values['token-file'] === undefined ? {} : { tokenFile: resolve(values['token-file']) }), deadlineS, keep: values.keep };
 } catch (e) {
