@@ -175,9 +175,15 @@ describe('npm run demo', { skip: linux ? false : 'the agent attests callers on L
     assert.match(r.out, /^7 passed, 0 failed \(version pv-[0-9a-f]+\)$/m);
   });
 
-  it('refuses bad options with a usage error', async () => {
+  it('--help lists its options; bad options are a usage error', async () => {
+    const help = await demo(['--help']);
+    assert.equal(help.code, 0);
+    for (const o of ['--server URL', '--token-file FILE', '--deadline-s N', '--keep']) assert.ok(help.out.includes(o), o);
     const r = await demo(['--server', 'http://127.0.0.1:1']);
     assert.equal(r.code, 2);
     assert.match(r.out, /^demo: --server and --token-file go together\n/);
+    const d = await demo(['--deadline-s', '0']);
+    assert.equal(d.code, 2);
+    assert.match(d.out, /^demo: --deadline-s must be a whole number from 1 to 3600\n/);
   });
 });
