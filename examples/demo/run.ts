@@ -69,6 +69,12 @@ try {
   process.exit(2);
 }
 
+if (process.platform !== 'linux') {
+  // `writ agent` attests its callers by kernel-verified peer credentials, which it reads on Linux only.
+  process.stderr.write(`demo: needs Linux (writ agent attests callers on Linux only), not ${process.platform}\n`);
+  process.exit(1);
+}
+
 // ------------------------------------------------------------------ processes
 
 interface Proc {
