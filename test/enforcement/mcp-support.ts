@@ -43,6 +43,9 @@ permit(principal is Writ::Agent, action == Writ::Action::"tools/call", resource 
 permit(principal is Writ::Agent, action == Writ::Action::"tools/call", resource == Writ::Tool::"read_file")
   when { context has mcp && context.mcp has task && context.mcp.task.scopes.contains("tools:read") };
 
+@id("posture-floor")
+forbid(principal, action, resource) when { context has posture && context.posture.score < 50 };
+
 @id("read-docs-only")
 forbid(principal, action == Writ::Action::"tools/call", resource == Writ::Tool::"read_file")
   when { context has mcp && context.mcp has arguments && !(context.mcp.arguments has path && context.mcp.arguments.path like "/docs/*") };

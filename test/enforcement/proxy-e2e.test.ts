@@ -433,6 +433,42 @@ describe('writ proxy --config (mTLS, DPoP, injection, revocation, fail closed)',
     }
   });
 
+  it('a posture signal: re-evaluation revokes the caller\'s token and the proxy closes its keep-alive connection', async () => {
+    const subject = 'spiffe://writ.local/posture-drop';
+    const res = await fetch(`${w.s.url}/oauth2/token`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange', subject_token: await jwt(subject, issuer), subject_token_type: 'urn:ietf:params:oauth:token-type:jwt', audience: 'writ-proxy' }),
+    });
+    const tok = (await res.json()) as { access_token: string };
+    assert.equal(res.status, 200, JSON.stringify(tok));
+    const jti = String(decodeJwt(tok.access_token).jti);
+    const agent = new HttpsAgent({ keepAlive: true, maxSockets: 1, ca: readFileSync(f('bundle.pem')) });
+    const get = () => new Promise<{ status: number; body: string; socketClosed: Promise<void> }>((ok, fail) => {
+      const req = httpsRequest({ host: 'localhost', port, path: '/hello', agent, headers: { authorization: `Bearer ${tok.access_token}` } }, (r) => {
+        let body = '';
+        r.on('data', (c: Buffer) => (body += c.toString()));
+        r.on('end', () => ok({ status: r.statusCode ?? 0, body, socketClosed: new Promise((done) => req.socket?.once('close', () => done())) }));
+      });
+      req.on('error', fail);
+      req.end();
+    });
+    try {
+      const first = await get();
+      assert.equal(first.status, 200, first.body);
+      const sig = await w.s.call('POST', '/admin/v1/signals', { body: { type: 'posture-changed', subject, score: 10, failingChecks: ['disk-encryption'] } });
+      assert.equal(sig.status, 201, sig.text);
+      const item = (sig.json.reevaluation.items as { id: string; outcome: string }[]).find((i) => i.id === jti);
+      assert.equal(item?.outcome, 'revoked', JSON.stringify(sig.json.reevaluation));
+      await first.socketClosed;
+      const again = await get();
+      assert.equal(again.status, 401, again.body);
+      assert.equal(JSON.parse(again.body).code, 'ERR_ENFORCE_CREDENTIAL_REVOKED');
+    } finally {
+      agent.destroy();
+    }
+  });
+
   it('a Writ access token revoked by its jti on the stream is refused', async () => {
     const res = await fetch(`${w.s.url}/oauth2/token`, {
       method: 'POST',
