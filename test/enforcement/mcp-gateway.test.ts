@@ -289,7 +289,8 @@ test('protocol hygiene: no batches, Mcp-* headers must match the body, unknown m
 });
 
 // Last: the revocation marks AGENT revoked on this Writ server.
-test('a subject revoked on Writ\'s revocation stream loses its sessions and its token', async () => {
+/** A gateway following Writ's revocation stream, with one agent session open after a first call. */
+async function withFollowingGateway(fn: (o: { gw: RunningGateway; provider: AgentTokenProvider; open: number; deadline: number }) => Promise<void>): Promise<void> {
   let gw: RunningGateway | undefined;
   const stream = new RevocationStreamClient({ url: ts.url, token: pep, clock: systemClock, stalenessMs: 60_000, onEvent: (e) => void gw?.gateway.onRevocation(e) });
   stream.start();
@@ -302,49 +303,43 @@ test('a subject revoked on Writ\'s revocation stream loses its sessions and its 
     await client.callTool({ name: 'search', arguments: { query: 'before revocation' } });
     const open = gw.gateway.sessionCount;
     assert.ok(open >= 1);
-    const r = await ts.call('POST', '/admin/v1/revocations', { body: { kind: 'subject-revoked', subject: AGENT, reason: 'agent-compromised' } });
-    assert.equal(r.status, 201, r.text);
-    while (gw.gateway.sessionCount >= open && Date.now() < deadline) await new Promise((res) => setTimeout(res, 25));
-    assert.ok(gw.gateway.sessionCount < open, 'the session was closed by the revocation');
-    // The same token cannot open a new session either.
-    const init = { jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'curl', version: '0' } } };
-    const res = await fetch(gw.url, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', authorization: `Bearer ${provider.tokens()?.access_token ?? ''}` }, body: JSON.stringify(init) });
-    assert.equal(res.status, 401);
-    assert.equal(((await res.json()) as { error_description: string }).error_description, 'access token was revoked');
+    await fn({ gw, provider, open, deadline });
   } finally {
     stream.stop();
     await gw?.stop();
   }
+}
+
+/** Wait for the session count to drop below `open`; then the token cannot open a new session. */
+async function assertSessionClosedAndTokenRefused(gw: RunningGateway, provider: AgentTokenProvider, open: number, deadline: number): Promise<void> {
+  while (gw.gateway.sessionCount >= open && Date.now() < deadline) await new Promise((res) => setTimeout(res, 25));
+  assert.ok(gw.gateway.sessionCount < open, 'the session was closed by the revocation');
+  const init = { jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'curl', version: '0' } } };
+  const res = await fetch(gw.url, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', authorization: `Bearer ${provider.tokens()?.access_token ?? ''}` }, body: JSON.stringify(init) });
+  assert.equal(res.status, 401);
+  assert.equal(((await res.json()) as { error_description: string }).error_description, 'access token was revoked');
+}
+
+test('a subject revoked on Writ\'s revocation stream loses its sessions and its token', async () => {
+  await withFollowingGateway(async ({ gw, provider, open, deadline }) => {
+    const r = await ts.call('POST', '/admin/v1/revocations', { body: { kind: 'subject-revoked', subject: AGENT, reason: 'agent-compromised' } });
+    assert.equal(r.status, 201, r.text);
+    await assertSessionClosedAndTokenRefused(gw, provider, open, deadline);
+  });
 });
 
 test('a posture signal for the token\'s subject: re-evaluation revokes the token and the gateway closes the live session', async () => {
-  let gw: RunningGateway | undefined;
-  const stream = new RevocationStreamClient({ url: ts.url, token: pep, clock: systemClock, stalenessMs: 60_000, onEvent: (e) => void gw?.gateway.onRevocation(e) });
-  stream.start();
   try {
-    gw = await startGateway({ revocations: stream });
-    const deadline = Date.now() + 20_000;
-    while (!stream.connected && Date.now() < deadline) await new Promise((r) => setTimeout(r, 25));
-    assert.ok(stream.connected, 'the revocation stream connected');
-    const { client, provider } = await connect(gw.url);
-    await client.callTool({ name: 'search', arguments: { query: 'before the posture drop' } });
-    const open = gw.gateway.sessionCount;
-    assert.ok(open >= 1);
-    const jti = String(decodePayload(provider.tokens()?.access_token ?? '').jti);
-    const sig = await ts.call('POST', '/admin/v1/signals', { body: { type: 'posture-changed', subject: OWNER, score: 10, failingChecks: ['edr-missing'] } });
-    assert.equal(sig.status, 201, sig.text);
-    const item = (sig.json.reevaluation.items as { id: string; outcome: string }[]).find((i) => i.id === jti);
-    assert.equal(item?.outcome, 'revoked', JSON.stringify(sig.json.reevaluation));
-    while (gw.gateway.sessionCount >= open && Date.now() < deadline) await new Promise((res) => setTimeout(res, 25));
-    assert.ok(gw.gateway.sessionCount < open, 'the live session was closed');
-    const init = { jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'curl', version: '0' } } };
-    const res = await fetch(gw.url, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', authorization: `Bearer ${provider.tokens()?.access_token ?? ''}` }, body: JSON.stringify(init) });
-    assert.equal(res.status, 401);
-    assert.equal(((await res.json()) as { error_description: string }).error_description, 'access token was revoked');
+    await withFollowingGateway(async ({ gw, provider, open, deadline }) => {
+      const jti = String(decodePayload(provider.tokens()?.access_token ?? '').jti);
+      const sig = await ts.call('POST', '/admin/v1/signals', { body: { type: 'posture-changed', subject: OWNER, score: 10, failingChecks: ['edr-missing'] } });
+      assert.equal(sig.status, 201, sig.text);
+      const item = (sig.json.reevaluation.items as { id: string; outcome: string }[]).find((i) => i.id === jti);
+      assert.equal(item?.outcome, 'revoked', JSON.stringify(sig.json.reevaluation));
+      await assertSessionClosedAndTokenRefused(gw, provider, open, deadline);
+    });
   } finally {
     // Later tests of this file see a healthy owner again.
     await ts.call('POST', '/admin/v1/signals', { body: { type: 'posture-changed', subject: OWNER, score: 95, failingChecks: [] } });
-    stream.stop();
-    await gw?.stop();
   }
 });

@@ -114,6 +114,19 @@ describe('writ proxy --config (mTLS, DPoP, injection, revocation, fail closed)',
     return { status: Number(/^HTTP\/\S+ (\d{3})/.exec(lines[0] ?? '')?.[1]), headers, body: rest.join('\r\n\r\n'), raw: stdout };
   }
 
+  /** GET /hello with a bearer token over `agent`'s one keep-alive socket; `socketClosed` settles when that socket closes. */
+  function keepAliveGet(agent: HttpsAgent, token: string): Promise<{ status: number; body: string; socketClosed: Promise<void> }> {
+    return new Promise((ok, fail) => {
+      const req = httpsRequest({ host: 'localhost', port, path: '/hello', agent, headers: { authorization: `Bearer ${token}` } }, (res) => {
+        let body = '';
+        res.on('data', (c: Buffer) => (body += c.toString()));
+        res.on('end', () => ok({ status: res.statusCode ?? 0, body, socketClosed: new Promise((r) => req.socket?.once('close', () => r())) }));
+      });
+      req.on('error', fail);
+      req.end();
+    });
+  }
+
   async function jwt(spiffeId: string, audience: string): Promise<string> {
     return (await w.s.server.identity.ca.signJwtSvid({ spiffeId, audience })).token;
   }
@@ -408,15 +421,7 @@ describe('writ proxy --config (mTLS, DPoP, injection, revocation, fail closed)',
   it('a revoked subject is denied at once and its keep-alive connection is closed', async () => {
     const token = await jwt(REVOKEE, 'writ-proxy');
     const agent = new HttpsAgent({ keepAlive: true, maxSockets: 1, ca: readFileSync(f('bundle.pem')) });
-    const get = () => new Promise<{ status: number; body: string; socketClosed: Promise<void> }>((ok, fail) => {
-      const req = httpsRequest({ host: 'localhost', port, path: '/hello', agent, headers: { authorization: `Bearer ${token}` } }, (res) => {
-        let body = '';
-        res.on('data', (c: Buffer) => (body += c.toString()));
-        res.on('end', () => ok({ status: res.statusCode ?? 0, body, socketClosed: new Promise((r) => req.socket?.once('close', () => r())) }));
-      });
-      req.on('error', fail);
-      req.end();
-    });
+    const get = () => keepAliveGet(agent, token);
     try {
       const first = await get();
       assert.equal(first.status, 200);
@@ -444,15 +449,7 @@ describe('writ proxy --config (mTLS, DPoP, injection, revocation, fail closed)',
     assert.equal(res.status, 200, JSON.stringify(tok));
     const jti = String(decodeJwt(tok.access_token).jti);
     const agent = new HttpsAgent({ keepAlive: true, maxSockets: 1, ca: readFileSync(f('bundle.pem')) });
-    const get = () => new Promise<{ status: number; body: string; socketClosed: Promise<void> }>((ok, fail) => {
-      const req = httpsRequest({ host: 'localhost', port, path: '/hello', agent, headers: { authorization: `Bearer ${tok.access_token}` } }, (r) => {
-        let body = '';
-        r.on('data', (c: Buffer) => (body += c.toString()));
-        r.on('end', () => ok({ status: r.statusCode ?? 0, body, socketClosed: new Promise((done) => req.socket?.once('close', () => done())) }));
-      });
-      req.on('error', fail);
-      req.end();
-    });
+    const get = () => keepAliveGet(agent, tok.access_token);
     try {
       const first = await get();
       assert.equal(first.status, 200, first.body);
