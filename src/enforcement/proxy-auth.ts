@@ -33,6 +33,10 @@ export interface ProxyCaller {
   readonly tokenId?: string;
   /** Bound to a key or certificate the caller proved (mTLS, DPoP, `cnf.x5t#S256`). */
   readonly senderConstrained: boolean;
+  /** An access token's `scope` (RFC 9068 §2.2.3), for the policy to narrow on. */
+  readonly scope?: readonly string[];
+  /** An access token's `task` claim: the task it is bound to. */
+  readonly taskId?: string;
 }
 
 /** A refusal, with what the 401 challenge needs. */
@@ -333,7 +337,15 @@ export class ProxyAuthenticator {
         const x5t = typeof cnf?.['x5t#S256'] === 'string' ? cnf['x5t#S256'] : undefined;
         if (typeof p.sub !== 'string' || SpiffeId.tryParse(p.sub) === undefined) throw new Error('`sub` is not a SPIFFE ID');
         entry = {
-          caller: { spiffeId: p.sub, method: 'access-token', expiresAt: (p.exp as number) * 1000, tokenId: String(p.jti), senderConstrained: jkt !== undefined || x5t !== undefined },
+          caller: {
+            spiffeId: p.sub,
+            method: 'access-token',
+            expiresAt: (p.exp as number) * 1000,
+            tokenId: String(p.jti),
+            senderConstrained: jkt !== undefined || x5t !== undefined,
+            scope: typeof p.scope === 'string' ? p.scope.split(' ').filter((x) => x !== '') : [],
+            ...(typeof p.task === 'string' ? { taskId: p.task } : {}),
+          },
           anchor,
           ...(jkt === undefined ? {} : { jkt }),
           ...(x5t === undefined ? {} : { x5t }),

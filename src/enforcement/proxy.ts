@@ -407,7 +407,9 @@ export class IdentityProxy {
       else if (p === '{path}') resource += path;
       else resource += params[p.slice(1, -1)] ?? '';
     }
-    const key = `${caller.spiffeId}\n${caller.method}\n${caller.senderConstrained ? 1 : 0}\n${action}\n${resource}\n${method}\n${path}\n${host}`;
+    // The token's scope and task are part of the question, so they are part of the cache key.
+    const token = caller.scope === undefined ? undefined : { scope: [...caller.scope], ...(caller.taskId === undefined ? {} : { taskId: caller.taskId }) };
+    const key = `${caller.spiffeId}\n${caller.method}\n${caller.senderConstrained ? 1 : 0}\n${action}\n${resource}\n${method}\n${path}\n${host}\n${token === undefined ? '' : `${token.scope.join(' ')}\n${token.taskId ?? ''}`}`;
     const access = (): AccessRequest => ({
       subject: { type: 'workload', id: caller.spiffeId },
       action: { name: action },
@@ -415,6 +417,7 @@ export class IdentityProxy {
       context: {
         http: { method, path, ...(host === '' ? {} : { host }) },
         authn: { method: caller.method, senderConstrained: caller.senderConstrained },
+        ...(token === undefined ? {} : { token }),
       },
     });
     const d = await this.#decide(access, key, caller.spiffeId, correlationId);

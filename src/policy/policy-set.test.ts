@@ -33,7 +33,7 @@ test('an action context named as a common type is indexed member by member, so u
   if (!r.ok) return;
   const ctx = r.set.schemaInfo.actionContexts.get('Writ::Action::"tools/call"');
   assert.ok(ctx instanceof Map, 'RequestContext resolves to its declared members, not an open record');
-  assert.deepEqual([...ctx.keys()].sort(), ['authn', 'delegation', 'http', 'mcp', 'nodePosture', 'oauth', 'posture', 'risk', 'task', 'time']);
+  assert.deepEqual([...ctx.keys()].sort(), ['authn', 'delegation', 'http', 'mcp', 'nodePosture', 'oauth', 'posture', 'risk', 'task', 'time', 'token']);
   const mcp = ctx.get('mcp');
   assert.ok(mcp instanceof Map);
   assert.deepEqual([...mcp.keys()].sort(), ['prompt', 'server', 'task', 'tool', 'uri']);

@@ -191,6 +191,7 @@ describe('writ proxy --config (mTLS, DPoP, injection, revocation, fail closed)',
       routes: [
         { name: 'hello', methods: ['GET'], path: '/hello', resource: 'hello.test{path}', upstream: 'hello', auth: ['mtls', 'jwt-svid', 'access-token'] },
         { name: 'admin', methods: ['GET'], path: '/admin', resource: 'hello.test{path}', upstream: 'hello', auth: ['mtls', 'jwt-svid'] },
+        { name: 'reports', methods: ['GET'], path: '/reports', resource: 'hello.test{path}', upstream: 'hello', auth: ['access-token'] },
         { name: 'legacy', methods: ['GET'], path: '/legacy/{item}', resource: 'legacy-api/items', upstream: 'legacy', auth: ['mtls', 'jwt-svid'], auditAllowSampleRate: 0, stripCookies: ['session'], inject: { source: 'exchange', audience: 'legacy-api' } },
         { name: 'legacy-static', methods: ['GET'], path: '/static/{item}', resource: 'legacy-api/items', upstream: 'legacy', auth: ['mtls'], inject: { source: 'static', secretFile: f('static.secret'), format: 'basic', username: 'svc' } },
       ],
@@ -464,6 +465,24 @@ describe('writ proxy --config (mTLS, DPoP, injection, revocation, fail closed)',
     } finally {
       agent.destroy();
     }
+  });
+
+  it('an access token\'s scope is policy input: without `reports:read` the reports page is 403 insufficient_scope, with it 200', async () => {
+    const tokenWith = async (scope: string) => {
+      const res = await fetch(`${w.s.url}/oauth2/token`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({ grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange', subject_token: await jwt(ALLOWED, issuer), subject_token_type: 'urn:ietf:params:oauth:token-type:jwt', audience: 'writ-proxy', scope }),
+      });
+      assert.equal(res.status, 200);
+      return ((await res.json()) as { access_token: string }).access_token;
+    };
+    const narrow = await curl('/reports', { headers: { authorization: `Bearer ${await tokenWith('hello:read')}` } });
+    assert.equal(narrow.status, 403, narrow.raw);
+    assert.equal(JSON.parse(narrow.body).code, 'ERR_ENFORCE_DENIED');
+    assert.equal(narrow.headers['www-authenticate'], 'Bearer realm="writ", error="insufficient_scope"');
+    const wide = await curl('/reports', { headers: { authorization: `Bearer ${await tokenWith('hello:read reports:read')}` } });
+    assert.equal(wide.status, 200, wide.raw);
   });
 
   it('a Writ access token revoked by its jti on the stream is refused', async () => {
