@@ -20,6 +20,7 @@ import { Gauge } from 'prom-client';
 import type { Registry } from 'prom-client';
 import type { AuditSink, Clock, WritConfig } from '../kernel/index.ts';
 import { WritError } from '../kernel/index.ts';
+import { serverErrors } from './errors.ts';
 import {
   Decider,
   PolicyEngine,
@@ -40,7 +41,7 @@ import {
   search,
   toDecisionRequest,
 } from '../policy/index.ts';
-import type { ContextSource, Decision, EntityLoader, IdentityDirectory, LoadReport, RegistryEntityLoader, ShadowStats, SignalReader } from '../policy/index.ts';
+import type { ContextSource, Decision, EntityLoader, IdentityDirectory, LoadReport, PolicySource, RegistryEntityLoader, ShadowStats, SignalReader } from '../policy/index.ts';
 import { governanceErrors, roleAllows } from '../governance/index.ts';
 import type { AdminPrincipals } from '../governance/index.ts';
 
@@ -95,8 +96,21 @@ export interface PolicyService {
   setBaseUrl(url: string): void;
   /** Where watch reloads report (the app's logger once it exists). */
   setLogger(log: PolicyLogger): void;
+  /**
+   * The source the active set was compiled from (schema, policy files,
+   * entities file) with its version, for enforcement points that decide
+   * locally; undefined while no set is active.
+   */
+  bundle(): PolicyBundle | undefined;
   /** Stop watching. */
   close(): void;
+}
+
+/** The active policy set as enforcement points fetch it: everything `PolicyEngine` needs to compile the same set. */
+export interface PolicyBundle {
+  /** The active set's version (`pv-…`); the same source compiles to the same version anywhere. */
+  readonly version: string;
+  readonly source: PolicySource;
 }
 
 /** The bit of a logger the service uses. */
@@ -203,6 +217,18 @@ export async function startPolicyService(o: {
   let base = config.publicUrl === '' ? `http://${config.listen}` : config.publicUrl;
   let chain: Promise<unknown> = Promise.resolve();
 
+  // The source of each set that becomes active, for `GET /v1/policy/bundle`.
+  // `reading` is the source of the load in progress (loads are serialized by
+  // `chain`); `loadFrom` installs only a set compiled from a source that read
+  // the same as the last read, so at swap time `reading` is that set's source.
+  // This listener is registered before any other (the bus announcement of the
+  // change included), so a PEP told of a change fetches the new bundle.
+  let reading: PolicySource | undefined;
+  let bundle: PolicyBundle | undefined;
+  engine.onSwap((set) => {
+    bundle = reading === undefined ? undefined : { version: set.version, source: reading };
+  });
+
   let timer: NodeJS.Timeout | undefined;
   const watcher =
     dir === undefined
@@ -222,7 +248,16 @@ export async function startPolicyService(o: {
   const reload = (): Promise<LoadReport> => {
     const run = chain.then(async () => {
       // With no folder the PDP serves Writ's schema and no policy: every decision is a deny.
-      const report = dir === undefined ? await engine.load({ schema: await readWritSchema(), files: [] }) : await engine.loadFrom(() => readPolicyFolder(dir));
+      let report: LoadReport;
+      if (dir === undefined) {
+        reading = { schema: await readWritSchema(), files: [] };
+        report = await engine.load(reading);
+      } else {
+        report = await engine.loadFrom(async () => {
+          reading = await readPolicyFolder(dir);
+          return reading;
+        });
+      }
       await watcher?.refresh();
       if (report.ok) log.info({ policyVersion: report.activeVersion, dir }, 'policy set loaded');
       else log.warn({ activeVersion: report.activeVersion, problems: problemLines(report), dir }, 'policy set rejected; the previous set keeps serving');
@@ -305,6 +340,7 @@ export async function startPolicyService(o: {
       if (startWarning !== undefined) log.warn(startWarning, 'shadow policy candidate (`policy.shadowDir`) rejected; running without shadow');
       startWarning = undefined;
     },
+    bundle: () => (bundle !== undefined && bundle.version === engine.active?.version ? bundle : undefined),
     close: () => {
       if (timer !== undefined) clearTimeout(timer);
       watcher?.close();
@@ -335,6 +371,17 @@ function asBearer(header: string | undefined): string | undefined {
   const v = header.trim();
   if (/^bearer\s/i.test(v)) return v;
   return v === '' || /\s/.test(v) ? header : `Bearer ${v}`;
+}
+
+/**
+ * RFC 9110 §13.1.2: `If-None-Match` is false (so 304) when a listed tag
+ * matches the current one by weak comparison, or the field is `*`.
+ */
+function ifNoneMatchHits(header: string | undefined, etag: string): boolean {
+  if (header === undefined) return false;
+  const v = header.trim();
+  if (v === '*') return true;
+  return v.split(',').some((t) => t.trim().replace(/^W\//, '') === etag);
 }
 
 function statusOf(e: unknown): number {
@@ -453,6 +500,43 @@ export async function registerPolicyRoutes(app: FastifyInstance, deps: { policy:
   // ---- admin ----------------------------------------------------------------
   const security = [{ adminToken: [] }];
   const common = { 401: errorResponse, 403: errorResponse };
+
+  // The policy bundle for enforcement points that decide locally (`writ proxy` with `pdp.mode: "local"`).
+  // Same credential as the AuthZEN routes (`decisions.evaluate`: role `pep`); the route names its
+  // permission, so the app's hooks authenticate it and record every call (304s and refusals too) as `api.called`.
+  const sourceFile = { type: 'object', properties: { path: { type: 'string' }, text: { type: 'string' } }, required: ['path', 'text'] } as const;
+  app.get('/v1/policy/bundle', {
+    config: { permission: 'decisions.evaluate' },
+    schema: {
+      summary: 'the active policy set\'s source (version, schema, policy files, entities file) for an enforcement point that decides locally; `ETag` is the version, `If-None-Match` answers 304',
+      tags: ['authzen'],
+      security,
+      response: {
+        200: {
+          type: 'object',
+          properties: { version: { type: 'string' }, schema: sourceFile, files: { type: 'array', items: sourceFile }, entities: sourceFile },
+          required: ['version', 'schema', 'files'],
+        },
+        304: { type: 'null', description: 'the version named in `If-None-Match` is still the active one' },
+        ...common,
+        503: errorResponse,
+      },
+    },
+  }, async (req, reply) => {
+    const b = policy.bundle();
+    if (b === undefined) throw serverErrors.error('ERR_SERVER_UNAVAILABLE', 'no valid policy set is active, so there is no policy bundle to serve');
+    // RFC 9110 §8.8.3: a strong entity tag; the version is a content hash of the whole source.
+    const etag = `"${b.version}"`;
+    void reply.header('etag', etag).header('cache-control', 'private, no-cache');
+    if (ifNoneMatchHits(req.headers['if-none-match'], etag)) return reply.code(304).send();
+    const { schema, files, entities } = b.source;
+    return {
+      version: b.version,
+      schema: { path: schema.path, text: schema.text },
+      files: files.map((f) => ({ path: f.path, text: f.text })),
+      ...(entities === undefined ? {} : { entities: { path: entities.path, text: entities.text } }),
+    };
+  });
 
   app.get('/admin/v1/policy', {
     config: { permission: 'policy.read' },
