@@ -30,6 +30,7 @@ import {
   ProxyAuthenticator,
   RemotePdp,
   ServerBundleSource,
+  SyncedLocalPdp,
   TokenExchanger,
   WorkloadApiClient,
   WritAuthorizationServer,
@@ -39,7 +40,7 @@ import {
   extAuthzHttpServer,
   parseProxyConfig,
 } from '../enforcement/index.ts';
-import type { BudgetLimits, ProxyConfig, ProxyTlsMaterial } from '../enforcement/index.ts';
+import type { BudgetLimits, PdpClient, ProxyConfig, ProxyTlsMaterial } from '../enforcement/index.ts';
 import { Secret, systemClock } from '../kernel/index.ts';
 import { CliError } from './client.ts';
 import { CLIENT_HELP, client } from './command.ts';
@@ -204,7 +205,7 @@ function flagConfig(v: Values): unknown {
     listen: v.listen,
     audience: (v.audience as string | undefined) ?? 'writ-proxy',
     trustDomain: (v['trust-domain'] as string | undefined) ?? 'writ.local',
-    pdp: { cacheTtlMs: positiveNumber(v, 'cache-ttl-ms', 1000, true), timeoutMs: positiveNumber(v, 'timeout-ms', 2000) },
+    pdp: { ...(v['pdp-mode'] === undefined ? {} : { mode: v['pdp-mode'] }), cacheTtlMs: positiveNumber(v, 'cache-ttl-ms', 1000, true), timeoutMs: positiveNumber(v, 'timeout-ms', 2000) },
     upstreams: { default: { url: v.upstream } },
     routes: [{ name: 'default', path: '/{rest*}', upstream: 'default', auth: ['jwt-svid', 'access-token'] }],
   };
@@ -214,6 +215,7 @@ function loadProxyConfig(v: Values): ProxyConfig {
   let raw: unknown;
   if (v.config !== undefined) {
     if (v.listen !== undefined || v.upstream !== undefined) throw new CliError('give either --config or --listen/--upstream, not both', 'ERR_CLI_USAGE', 2);
+    if (v['pdp-mode'] !== undefined) throw new CliError('with --config set `pdp.mode` in the file, not --pdp-mode', 'ERR_CLI_USAGE', 2);
     let text: string;
     try {
       text = readFileSync(v.config as string, 'utf8');
@@ -256,7 +258,7 @@ function bundlePem(b: TrustBundle | undefined): string[] {
 const proxy: Command = {
   name: 'proxy',
   summary: 'run the identity-aware reverse proxy: per-route authentication (mTLS, JWT-SVID, access token + DPoP), a PDP decision per request, credential injection',
-  usage: 'writ proxy --config proxy.json --server URL --token-file F [--audit-log FILE]  |  writ proxy --listen HOST:PORT --upstream URL --server URL --token-file F',
+  usage: 'writ proxy --config proxy.json --server URL --token-file F [--audit-log FILE]  |  writ proxy --listen HOST:PORT --upstream URL --server URL --token-file F [--pdp-mode remote|local]',
   options: {
     server: { type: 'string' },
     'token-file': { type: 'string' },
@@ -268,6 +270,7 @@ const proxy: Command = {
     'trust-domain': { type: 'string' },
     'cache-ttl-ms': { type: 'string' },
     'timeout-ms': { type: 'string' },
+    'pdp-mode': { type: 'string' },
   },
   help: {
     '-c, --config FILE': 'the proxy configuration (JSON): listener, TLS, upstreams and routes; see docs/enforcement.md',
@@ -280,6 +283,7 @@ const proxy: Command = {
     '--trust-domain TD': 'without --config: the trust domain of the server\'s bundle (default writ.local)',
     '--cache-ttl-ms MS': 'without --config: reuse a decision this long (default 1000; 0 disables)',
     '--timeout-ms MS': 'without --config: deadline of one PDP call; past it the request is denied (default 2000)',
+    '--pdp-mode MODE': 'without --config: `remote` (default: ask the server\'s AuthZEN PDP per request) or `local` (decide here with the server\'s policy bundle, synced; no live posture/risk context)',
   },
   async run(v, _p, io: Io) {
     const cfg = loadProxyConfig(v);
@@ -290,7 +294,11 @@ const proxy: Command = {
     for (const r of cfg.routes) if (r.inject?.source === 'static') staticSecrets.set(r.name, readSecretFile(r.inject.secretFile, r.name));
     const audit = jsonlAuditSink(v['audit-log'] as string | undefined, io);
 
-    const pdp = new RemotePdp({ url: c.server, credential: new Secret(c.token), timeoutMs: cfg.pdp.timeoutMs });
+    // Local mode: the server's policy bundle compiled here; local decisions go to this proxy's audit log.
+    const local = cfg.pdp.mode === 'local'
+      ? new SyncedLocalPdp({ url: c.server, credential: new Secret(c.token), clock, audit, requestedBy: 'writ-proxy', decisionTimeoutMs: cfg.pdp.timeoutMs, pollIntervalMs: cfg.pdp.pollIntervalMs, log: (line) => io.err(JSON.stringify(line)) })
+      : undefined;
+    const pdp: PdpClient = local ?? new RemotePdp({ url: c.server, credential: new Secret(c.token), timeoutMs: cfg.pdp.timeoutMs });
     const bundles = new ServerBundleSource({ url: c.server, trustDomain: cfg.trustDomain, clock });
     const as = new WritAuthorizationServer({ url: c.server });
     const authenticator = new ProxyAuthenticator({ bundles, clock, audience: cfg.audience, accessTokens: as, maxEntries: cfg.tokenCacheMaxEntries, dpopIatWindowSeconds: cfg.dpopIatWindowSeconds });
@@ -368,7 +376,10 @@ const proxy: Command = {
       token: c.token,
       clock,
       stalenessMs: cfg.revocationMaxStalenessMs,
-      onEvent: (e) => instance?.onRevocation(e),
+      onEvent: (e) => {
+        instance?.onRevocation(e);
+        if (e.kind === 'policy-changed') void local?.refresh();
+      },
       // One line per outage, not per retry; past the staleness bound every request is denied anyway.
       onError: (e) => {
         if (revocations.connects === loggedAt) return;
@@ -413,6 +424,14 @@ const proxy: Command = {
     }
     revocations.start();
     stops.push(() => revocations.stop());
+    if (local !== undefined) {
+      // A decision cached under the old set goes when the new set is installed (the `policy-changed` event may arrive before it).
+      local.onSwap(() => p.onPolicyChanged());
+      // Fail closed until a bundle compiled: the proxy listens, and denies with ERR_ENFORCE_POLICY_UNAVAILABLE.
+      const first = await local.start();
+      stops.push(() => local.stop());
+      io.err(JSON.stringify({ msg: 'policy', first: first.outcome, version: local.version ?? null }));
+    }
 
     const { host, port } = hostPort(cfg.listen, 'listen');
     let bound: number;
@@ -445,7 +464,8 @@ const proxy: Command = {
       const a = ms.address();
       io.err(`writ proxy: metrics on ${m.host}:${typeof a === 'object' && a !== null ? a.port : m.port}/metrics`);
     }
-    io.err(`writ proxy: listening on ${host}:${bound} (${tlsCfg === undefined ? 'http' : 'https'}), ${cfg.routes.length} route(s), deciding through ${c.server}/access/v1/evaluation`);
+    const deciding = local === undefined ? `deciding through ${c.server}/access/v1/evaluation` : `deciding locally with the policy bundle of ${c.server}/v1/policy/bundle`;
+    io.err(`writ proxy: listening on ${host}:${bound} (${tlsCfg === undefined ? 'http' : 'https'}), ${cfg.routes.length} route(s), ${deciding}`);
     await new Promise<void>((done) => {
       const stop = () => {
         for (const s of stops) s();

@@ -1,6 +1,7 @@
 /**
  * Enforcement context (layer 3): policy enforcement points. The PDP port with
- * its remote (AuthZEN over HTTP) and local adapters and a decision cache;
+ * its remote (AuthZEN over HTTP) and local adapters (one kept in sync with the
+ * server's policy bundle) and a decision cache;
  * caller authentication by SPIFFE credentials against a refreshed trust
  * bundle; the HTTP authorizer every front end shares; the Envoy ext_authz
  * gRPC service and the HTTP-mode authorizer for nginx `auth_request`; the
@@ -10,6 +11,8 @@ export { enforcementErrors } from './errors.ts';
 export type { EnforcementErrorCode } from './errors.ts';
 export { RemotePdp, LocalPdp, CachingPdp, evaluateAll } from './pdp-client.ts';
 export type { AccessRequest, PdpDecision, PdpClient, EvaluateOptions, RemotePdpOptions, LocalPdpOptions, CachingPdpOptions } from './pdp-client.ts';
+export { SyncedLocalPdp, parsePolicyBundle } from './local-pdp.ts';
+export type { PolicyBundle, BundleRefresh, SyncedLocalPdpOptions } from './local-pdp.ts';
 export { StaticBundleSource, ServerBundleSource, bearerToken, authenticateJwtSvid, authenticateX509Svid, authenticateTlsVerifiedLeaf, decodeForwardedCertificate } from './caller.ts';
 export type { BundleSource, ServerBundleSourceOptions, CallerIdentity } from './caller.ts';
 export { HttpAuthorizer, normalizePath, denyBody } from './authorizer.ts';
@@ -33,8 +36,8 @@ export {
 export type { DecisionLogLine, ExtAuthzOptions, HttpModeOptions } from './ext-authz.ts';
 export { IdentityProxy } from './proxy.ts';
 export type { IdentityProxyOptions, ProxyTlsMaterial, RevocationView } from './proxy.ts';
-export { parseProxyConfig, compilePathTemplate, matchPath, AUTH_MODES } from './proxy-config.ts';
-export type { ProxyConfig, RouteConfig, UpstreamConfig, InjectConfig, InjectPlacement, ProxyTlsConfig, ServingSvidSource, AuthMode, PathTemplate } from './proxy-config.ts';
+export { parseProxyConfig, compilePathTemplate, matchPath, AUTH_MODES, PDP_MODES } from './proxy-config.ts';
+export type { ProxyConfig, RouteConfig, UpstreamConfig, InjectConfig, InjectPlacement, ProxyTlsConfig, ServingSvidSource, AuthMode, PathTemplate, PdpMode } from './proxy-config.ts';
 export { ProxyAuthenticator, WritAuthorizationServer, DPOP_CHALLENGE_ALGS } from './proxy-auth.ts';
 export type { ProxyCaller, AuthFailure, AccessTokenIssuer, ProxyAuthenticatorOptions, PresentedCredentials, WritAuthorizationServerOptions } from './proxy-auth.ts';
 export { CredentialInjector, headerValue } from './proxy-inject.ts';

@@ -31,7 +31,7 @@ describe('proxy config', () => {
     const c = parseProxyConfig(base());
     assert.equal(c.trustDomain, 'writ.local');
     assert.equal(c.audience, 'writ-proxy');
-    assert.deepEqual(c.pdp, { timeoutMs: 2000, cacheTtlMs: 1000, cacheMaxEntries: 10_000 });
+    assert.deepEqual(c.pdp, { mode: 'remote', timeoutMs: 2000, cacheTtlMs: 1000, cacheMaxEntries: 10_000, pollIntervalMs: 30_000 });
     assert.equal(c.revocationMaxStalenessMs, 15_000);
     const r = c.routes[0];
     assert.equal(r?.auditAllowSampleRate, 1);
@@ -88,5 +88,16 @@ describe('proxy config', () => {
     assert.deepEqual(matchPath(rest, '/files'), { rest: '' });
     assert.deepEqual(matchPath(compilePathTemplate('/', 'p'), '/'), {});
     assert.equal(matchPath(compilePathTemplate('/', 'p'), '/x'), undefined);
+  });
+
+  it('takes pdp.mode `local` with its poll interval, and names the field of a bad mode', () => {
+    const c = base();
+    c.pdp = { mode: 'local', pollIntervalMs: 5000 };
+    const parsed = parseProxyConfig(c);
+    assert.equal(parsed.pdp.mode, 'local');
+    assert.equal(parsed.pdp.pollIntervalMs, 5000);
+    rejects((d) => (d.pdp = { mode: 'embedded' }), 'proxy config `pdp.mode`: must be `remote` (ask the server\'s AuthZEN PDP per request) or `local` (decide here with the server\'s policy bundle)');
+    rejects((d) => (d.pdp = { mode: 7 }), 'proxy config `pdp.mode`: must be `remote` (ask the server\'s AuthZEN PDP per request) or `local` (decide here with the server\'s policy bundle)');
+    rejects((d) => (d.pdp = { mode: 'local', pollIntervalMs: 10 }), 'proxy config `pdp.pollIntervalMs`: must be a whole number from 1000 to 3600000');
   });
 });

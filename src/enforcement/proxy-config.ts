@@ -15,6 +15,14 @@ import { enforcementErrors } from './errors.ts';
 export const AUTH_MODES = ['mtls', 'jwt-svid', 'access-token'] as const;
 export type AuthMode = (typeof AUTH_MODES)[number];
 
+/**
+ * Where decisions are made: `remote` asks the server's AuthZEN PDP per
+ * request (with the live context sources); `local` decides in the proxy with
+ * the server's policy bundle, synced.
+ */
+export const PDP_MODES = ['remote', 'local'] as const;
+export type PdpMode = (typeof PDP_MODES)[number];
+
 /** Where the proxy's serving X.509-SVID comes from. */
 export type ServingSvidSource =
   | { readonly source: 'workload-api' }
@@ -94,7 +102,16 @@ export interface ProxyConfig {
   /** Workload API socket of the proxy's own identity (serving SVID, JWT-SVID for token exchange); default `SPIFFE_ENDPOINT_SOCKET`. */
   readonly workloadApiSocket?: string;
   readonly tls?: ProxyTlsConfig;
-  readonly pdp: { readonly timeoutMs: number; readonly cacheTtlMs: number; readonly cacheMaxEntries: number };
+  readonly pdp: {
+    /** `remote` (default) or `local`. */
+    readonly mode: PdpMode;
+    /** Remote: deadline of one PDP call. Local: budget of one local decision. */
+    readonly timeoutMs: number;
+    readonly cacheTtlMs: number;
+    readonly cacheMaxEntries: number;
+    /** Local mode: period of the policy bundle's ETag poll (besides `policy-changed` events). */
+    readonly pollIntervalMs: number;
+  };
   readonly tokenCacheMaxEntries: number;
   /** Past this long without hearing from the revocation stream, every request is denied. */
   readonly revocationMaxStalenessMs: number;
@@ -352,8 +369,10 @@ export function parseProxyConfig(raw: unknown): ProxyConfig {
   }
 
   const p = o.pdp === undefined ? {} : obj(o.pdp, 'pdp');
-  only(p, 'pdp', ['timeoutMs', 'cacheTtlMs', 'cacheMaxEntries']);
-  const pdp = { timeoutMs: int(p, 'timeoutMs', 'pdp.timeoutMs', 2000, 1, 60_000), cacheTtlMs: int(p, 'cacheTtlMs', 'pdp.cacheTtlMs', 1000, 0, 300_000), cacheMaxEntries: int(p, 'cacheMaxEntries', 'pdp.cacheMaxEntries', 10_000, 1, 1_000_000) };
+  only(p, 'pdp', ['mode', 'timeoutMs', 'cacheTtlMs', 'cacheMaxEntries', 'pollIntervalMs']);
+  const mode = p.mode === undefined ? 'remote' : p.mode;
+  if (typeof mode !== 'string' || !(PDP_MODES as readonly string[]).includes(mode)) fail('pdp.mode', 'must be `remote` (ask the server\'s AuthZEN PDP per request) or `local` (decide here with the server\'s policy bundle)');
+  const pdp = { mode: mode as PdpMode, pollIntervalMs: int(p, 'pollIntervalMs', 'pdp.pollIntervalMs', 30_000, 1000, 3_600_000), timeoutMs: int(p, 'timeoutMs', 'pdp.timeoutMs', 2000, 1, 60_000), cacheTtlMs: int(p, 'cacheTtlMs', 'pdp.cacheTtlMs', 1000, 0, 300_000), cacheMaxEntries: int(p, 'cacheMaxEntries', 'pdp.cacheMaxEntries', 10_000, 1, 1_000_000) };
   const tc = o.tokenCache === undefined ? {} : obj(o.tokenCache, 'tokenCache');
   only(tc, 'tokenCache', ['maxEntries']);
   const r = o.revocations === undefined ? {} : obj(o.revocations, 'revocations');
