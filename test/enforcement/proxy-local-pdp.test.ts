@@ -196,7 +196,11 @@ describe('writ proxy with pdp.mode local', () => {
     assert.ok(!readFileSync(auditLog, 'utf8').includes(allowed), 'a token reached the audit log');
   });
 
-  it('a policy change on the server reaches the local PDP through the revocation stream', async () => {
+  it('a policy change on the server reaches the local PDP through the revocation stream, and through the ETag poll alone', async (t) => {
+    // A second local PDP that follows no stream: only its poll can see the change.
+    const polling = new SyncedLocalPdp({ url: w.s.url, credential: new Secret(w.pep), clock: systemClock, audit: recordingAuditSink(systemClock, false), pollIntervalMs: 1000 });
+    t.after(() => polling.stop());
+    assert.equal((await polling.start()).outcome, 'updated');
     const other = await w.jwt(DENIED, AUD);
     assert.equal((await call(local.port, '/hello', { authorization: `Bearer ${other}` })).status, 403);
     writeFileSync(join(dir, 'policies', 'other.cedar'), [
@@ -210,6 +214,7 @@ describe('writ proxy with pdp.mode local', () => {
     const next = reload.json.activeVersion as string;
     await until('the local proxy to allow the other caller', async () => ((await call(local.port, '/hello', { authorization: `Bearer ${other}` })).status === 200 ? true : undefined));
     assert.match(local.output(), new RegExp(`"updated":"${next}"`));
+    await until('the polling PDP to install the new set', async () => (polling.version === next ? true : undefined));
     assert.equal((await call(remote.port, '/hello', { authorization: `Bearer ${other}` })).status, 200);
   });
 });
