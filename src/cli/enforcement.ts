@@ -13,6 +13,7 @@ import { existsSync, readFileSync, unwatchFile, watchFile } from 'node:fs';
 import { appendFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import type { Server } from 'node:http';
+import { Registry } from 'prom-client';
 import { certificatesToPem } from '../identity/index.ts';
 import type { TrustBundle } from '../identity/index.ts';
 import { GENESIS_HASH, chainHash, toEventBody } from '../audit/index.ts';
@@ -295,8 +296,9 @@ const proxy: Command = {
     const audit = jsonlAuditSink(v['audit-log'] as string | undefined, io);
 
     // Local mode: the server's policy bundle compiled here; local decisions go to this proxy's audit log.
+    const localMetrics = new Registry();
     const local = cfg.pdp.mode === 'local'
-      ? new SyncedLocalPdp({ url: c.server, credential: new Secret(c.token), clock, audit, requestedBy: 'writ-proxy', decisionTimeoutMs: cfg.pdp.timeoutMs, pollIntervalMs: cfg.pdp.pollIntervalMs, log: (line) => io.err(JSON.stringify(line)) })
+      ? new SyncedLocalPdp({ url: c.server, credential: new Secret(c.token), clock, audit, requestedBy: 'writ-proxy', decisionTimeoutMs: cfg.pdp.timeoutMs, pollIntervalMs: cfg.pdp.pollIntervalMs, log: (line) => io.err(JSON.stringify(line)), metrics: localMetrics })
       : undefined;
     const pdp: PdpClient = local ?? new RemotePdp({ url: c.server, credential: new Secret(c.token), timeoutMs: cfg.pdp.timeoutMs });
     const bundles = new ServerBundleSource({ url: c.server, trustDomain: cfg.trustDomain, clock });
@@ -449,7 +451,7 @@ const proxy: Command = {
           res.writeHead(404).end();
           return;
         }
-        p.metrics.metrics().then((text) => {
+        Registry.merge([p.metrics, localMetrics]).metrics().then((text) => {
           res.writeHead(200, { 'content-type': p.metrics.contentType });
           res.end(text);
         }, () => res.writeHead(500).end());

@@ -15,6 +15,8 @@
  * decisions that need them.
  */
 import { randomBytes } from 'node:crypto';
+import { Counter, Gauge } from 'prom-client';
+import type { Registry } from 'prom-client';
 import type { AuditSink, Clock, Secret } from '../kernel/index.ts';
 import { Decider, PolicyEngine, clockContextSource, compilePolicySet } from '../policy/index.ts';
 import type { PolicySource, SourceFile } from '../policy/index.ts';
@@ -56,6 +58,8 @@ export interface SyncedLocalPdpOptions {
   readonly log?: (line: Readonly<Record<string, unknown>>) => void;
   /** The fetch to use (default the global one). */
   readonly fetch?: typeof fetch;
+  /** Where to register `writ_proxy_local_policy_ready` and `writ_proxy_local_policy_refreshes_total{outcome}`. */
+  readonly metrics?: Registry;
 }
 
 const VERSION = /^pv-[0-9a-f]{1,64}$/;
@@ -114,6 +118,7 @@ export class SyncedLocalPdp implements PdpClient {
   #timer: NodeJS.Timeout | undefined;
   #stopped = false;
   #lastOutage: string | undefined;
+  readonly #refreshes: Counter<'outcome'> | undefined;
 
   constructor(options: SyncedLocalPdpOptions) {
     const base = new URL(options.url);
@@ -136,6 +141,14 @@ export class SyncedLocalPdp implements PdpClient {
     this.engine.onSwap((set) => {
       for (const fn of this.#swapListeners) fn(set.version);
     });
+    const reg = options.metrics;
+    if (reg !== undefined) {
+      const engine = this.engine;
+      new Gauge({ name: 'writ_proxy_local_policy_ready', help: 'local PDP mode: 1 while a compiled policy set serves, 0 while every request is denied (ERR_ENFORCE_POLICY_UNAVAILABLE)', registers: [reg], collect() {
+        this.set(engine.active === undefined ? 0 : 1);
+      } });
+      this.#refreshes = new Counter({ name: 'writ_proxy_local_policy_refreshes_total', help: 'local PDP mode: policy bundle fetches by outcome (unchanged, updated, rejected, unavailable)', labelNames: ['outcome'] as const, registers: [reg] });
+    }
   }
 
   /** The version serving now; undefined until a bundle compiled. */
@@ -168,11 +181,16 @@ export class SyncedLocalPdp implements PdpClient {
       this.#again = true;
       return this.#inflight;
     }
+    const once = async (): Promise<BundleRefresh> => {
+      const r = await this.#refreshOnce();
+      this.#refreshes?.labels(r.outcome).inc();
+      return r;
+    };
     const run = (async (): Promise<BundleRefresh> => {
-      let r = await this.#refreshOnce();
+      let r = await once();
       while (this.#again && !this.#stopped) {
         this.#again = false;
-        r = await this.#refreshOnce();
+        r = await once();
       }
       return r;
     })();

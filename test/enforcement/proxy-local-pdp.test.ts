@@ -19,6 +19,7 @@ import { createServer, request } from 'node:http';
 import type { IncomingHttpHeaders, Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Registry } from 'prom-client';
 import { ManualClock, Secret, systemClock } from '../../src/kernel/index.ts';
 import { recordingAuditSink } from '../../src/policy/index.ts';
 import { IdentityProxy, ProxyAuthenticator, ServerBundleSource, SyncedLocalPdp, parseProxyConfig } from '../../src/enforcement/index.ts';
@@ -233,6 +234,11 @@ describe('SyncedLocalPdp behind a relay to the server (server down, bundles that
   const clock = new ManualClock(Date.now());
   const audit = recordingAuditSink(clock);
   const logs: Record<string, unknown>[] = [];
+  const metrics = new Registry();
+  const metric = async (name: string, outcome?: string): Promise<number | undefined> => {
+    const m = (await metrics.getMetricsAsJSON()).find((x) => x.name === name);
+    return m?.values.find((v) => outcome === undefined || v.labels.outcome === outcome)?.value;
+  };
   let pdp: SyncedLocalPdp;
   let proxy: IdentityProxy;
   let port = 0;
@@ -267,7 +273,7 @@ describe('SyncedLocalPdp behind a relay to the server (server down, bundles that
       res.writeHead(200).end('ok');
     });
     upPort = await listen(upstream);
-    pdp = new SyncedLocalPdp({ url: `http://127.0.0.1:${relayPort}`, credential: new Secret(w.pep), clock, audit, requestedBy: 'test-proxy', pollIntervalMs: 3_600_000, decisionTimeoutMs: 10_000, log: (l) => logs.push(l) });
+    pdp = new SyncedLocalPdp({ url: `http://127.0.0.1:${relayPort}`, credential: new Secret(w.pep), clock, audit, requestedBy: 'test-proxy', pollIntervalMs: 3_600_000, decisionTimeoutMs: 10_000, log: (l) => logs.push(l), metrics });
     const config = parseProxyConfig({ listen: '127.0.0.1:0', audience: AUD, pdp: { mode: 'local', cacheTtlMs: 0 }, upstreams: { up: { url: `http://127.0.0.1:${upPort}` } }, routes: [{ name: 'all', path: '/{rest*}', upstream: 'up', auth: ['jwt-svid'] }] });
     const authenticator = new ProxyAuthenticator({ bundles: new ServerBundleSource({ url: w.s.url, trustDomain: 'writ.local', clock: systemClock }), clock: systemClock, audience: AUD });
     proxy = new IdentityProxy({ config, authenticator, pdp, clock: systemClock });
@@ -296,6 +302,9 @@ describe('SyncedLocalPdp behind a relay to the server (server down, bundles that
     assert.equal(body.code, 'ERR_ENFORCE_POLICY_UNAVAILABLE');
     assert.equal(body.message, 'no policy bundle has been fetched and compiled from the server yet');
     assert.equal(reached, 0);
+    assert.equal(await metric('writ_proxy_local_policy_ready'), 0);
+    // At least the first fetch; the once-a-second retry may have run again on a slow machine.
+    assert.ok(((await metric('writ_proxy_local_policy_refreshes_total', 'unavailable')) ?? 0) >= 1);
     // The server comes back: the retry (every second until a set serves) picks the bundle up.
     mode = 'pass';
     await until('the first bundle', async () => ((await call(port, '/hello', { authorization: `Bearer ${token}` })).status === 200 ? true : undefined));
@@ -305,6 +314,8 @@ describe('SyncedLocalPdp behind a relay to the server (server down, bundles that
     const made = audit.events.filter((e) => e.action === 'decision.made');
     assert.ok(made.some((e) => e.details?.requestedBy === 'test-proxy' && e.details.decision === 'allow' && e.details.policyVersion === pdp.version));
     assert.ok(audit.events.some((e) => e.action === 'policy-set.activated'));
+    assert.equal(await metric('writ_proxy_local_policy_ready'), 1);
+    assert.equal(await metric('writ_proxy_local_policy_refreshes_total', 'updated'), 1);
   });
 
   it('an unchanged bundle is answered 304 by ETag', async () => {
@@ -330,6 +341,7 @@ describe('SyncedLocalPdp behind a relay to the server (server down, bundles that
     const again = await pdp.refresh();
     assert.equal(ifNoneMatch.at(-1), `"${serving ?? ''}", "pv-0123456789abcdef01234567"`);
     assert.deepEqual(again, { outcome: 'unchanged', version: serving });
+    assert.equal(await metric('writ_proxy_local_policy_refreshes_total', 'rejected'), 1);
   });
 
   it('a bundle that compiles to another version than advertised is rejected', async () => {
