@@ -23,7 +23,10 @@ import { fileURLToPath } from 'node:url';
 import { systemClock } from '../src/kernel/index.ts';
 import { TrustBundle, signJwtSvid } from '../src/identity/index.ts';
 import { Decider, PolicyEngine, readPolicyFolder, recordingAuditSink } from '../src/policy/index.ts';
-import { IdentityProxy, LocalPdp, ProxyAuthenticator, StaticBundleSource, parseProxyConfig } from '../src/enforcement/index.ts';
+import { IdentityProxy, LocalPdp, ProxyAuthenticator, RemotePdp, StaticBundleSource, SyncedLocalPdp, parseProxyConfig } from '../src/enforcement/index.ts';
+import type { AccessRequest, PdpClient } from '../src/enforcement/index.ts';
+import { Secret } from '../src/kernel/index.ts';
+import { startTestServer } from '../test/support/server.ts';
 import { figure, sample } from './harness.ts';
 import type { BenchResult, Figure } from './harness.ts';
 
@@ -206,6 +209,79 @@ export async function runProxyBench(runs = Number(process.env.WRIT_BENCH_RUNS ??
       { text: `added p99 latency <= 2 ms at ${rate} req/s over 50 connections with the default decision cache, all runs pooled (bare ${pooledP99.bare.toFixed(2)} ms, writ ${pooledP99.cached.toFixed(2)} ms: ${(pooledP99.cached - pooledP99.bare).toFixed(2)} ms; cache off ${(pooledP99.writ - pooledP99.bare).toFixed(2)} ms; median of per-run p99 ${(cachedP99.median - bareP99.median).toFixed(2)} / ${added.toFixed(2)} ms; added p50 pooled ${(pooledP50.cached - pooledP50.bare).toFixed(2)} / ${(pooledP50.writ - pooledP50.bare).toFixed(2)} ms; saturated, cache off ${(writSatP99.median - bareSatP99.median).toFixed(2)} ms)`, met: pooledP99.cached - pooledP99.bare <= 2 },
     ],
   };
+}
+
+/**
+ * The decision step of a cache miss in the two `pdp.mode`s, against the same
+ * real `writ up` and policy: `remote` (RemotePdp: AuthZEN over loopback HTTP,
+ * the server decides and audits) and `local` (SyncedLocalPdp: the server's
+ * bundle compiled in this process, decided and audited into memory here).
+ * Every request is distinct (no decision cache answers), one evaluation in
+ * flight, the two interleaved call by call; each run
+ * reports its p50 and p99 over `calls` evaluations per mode, and the figures
+ * are the medians of the runs.
+ */
+export async function runProxyPdpModeBench(runs = Number(process.env.WRIT_BENCH_RUNS ?? '5'), calls = 400): Promise<BenchResult> {
+  const s = await startTestServer({ flags: { 'policy.dir': POLICIES } });
+  try {
+    const r = await s.call('POST', '/admin/v1/principals', { body: { name: 'bench-pep', role: 'pep' } });
+    if (r.status !== 201) throw new Error(`pep principal: ${r.text}`);
+    const credential = new Secret(r.json.token as string);
+    const remote = new RemotePdp({ url: s.url, credential });
+    const local = new SyncedLocalPdp({ url: s.url, credential, clock: systemClock, audit: recordingAuditSink(systemClock, false), pollIntervalMs: 3_600_000 });
+    const first = await local.start();
+    if (first.outcome !== 'updated') throw new Error(`local PDP: no bundle (${first.outcome})`);
+    // A new host each call: the Deciders' own caches (server and local) never answer, so every call is evaluated.
+    let n = 0;
+    const access = (): AccessRequest => ({
+      subject: { type: 'workload', id: 'spiffe://writ.local/hello-client' },
+      action: { name: 'http:GET' },
+      resource: { type: 'resource', id: 'hello.test/hello' },
+      context: { http: { method: 'GET', path: '/hello', host: `h${n++}.hello.test` }, authn: { method: 'jwt-svid', senderConstrained: false } },
+    });
+    const once = async (pdp: PdpClient): Promise<number> => {
+      const a = access();
+      const t = performance.now();
+      const d = await pdp.evaluate(a);
+      if (!d.allow) throw new Error(`the benchmark request was denied: ${d.code ?? ''} ${d.reason}`);
+      return performance.now() - t;
+    };
+    const q = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(p * xs.length))] ?? 0;
+    for (let i = 0; i < 50; i++) {
+      await once(remote);
+      await once(local);
+    }
+    const per: { remote: number[]; local: number[] }[] = [];
+    for (let run = 0; run < runs; run++) {
+      const x = { remote: [] as number[], local: [] as number[] };
+      for (let i = 0; i < calls; i++) {
+        if (i % 2 === 0) {
+          x.remote.push(await once(remote));
+          x.local.push(await once(local));
+        } else {
+          x.local.push(await once(local));
+          x.remote.push(await once(remote));
+        }
+      }
+      per.push(x);
+    }
+    local.stop();
+    const med = (f: (x: { remote: number[]; local: number[] }) => number) => {
+      let n = 0;
+      return sample(runs, () => f(per[n++] ?? { remote: [], local: [] }));
+    };
+    const rP50 = figure('pdp.mode remote: one evaluation p50 (AuthZEN over loopback HTTP, decided and audited by the server)', 'ms', await med((x) => q(x.remote, 0.5)));
+    const lP50 = figure('pdp.mode local: one evaluation p50 (synced bundle, decided and audited in process)', 'ms', await med((x) => q(x.local, 0.5)), rP50);
+    const rP99 = figure('pdp.mode remote: one evaluation p99', 'ms', await med((x) => q(x.remote, 0.99)));
+    const lP99 = figure('pdp.mode local: one evaluation p99', 'ms', await med((x) => q(x.local, 0.99)), rP99);
+    return {
+      bench: `writ proxy decision step on a cache miss, pdp.mode remote vs local (same server and policy, one in flight, ${calls} evaluations per mode per run, interleaved)`,
+      figures: [rP50, lP50, rP99, lP99],
+      goals: [],
+    };
+  } finally {
+    await s.stop();
+  }
 }
 
 if (import.meta.url === `file://${process.argv[1] ?? ''}`) {

@@ -2,7 +2,7 @@
  * `npm run bench`: runs every benchmark in bench/ and writes
  * bench/results/latest.md and latest.json. WRIT_BENCH_RUNS sets repetitions
  * (default 5); WRIT_BENCH_ONLY=audit,policy picks benchmarks (sections: audit,
- * policy, identity, revocation, proxy, oauth, credentials, quota).
+ * policy, identity, revocation, proxy, proxy-pdp, oauth, credentials, quota).
  */
 import { writeFileSync, mkdirSync } from 'node:fs';
 import { cpus } from 'node:os';
@@ -11,14 +11,14 @@ import type { BenchResult } from './harness.ts';
 import { runAuditBench } from './audit.bench.ts';
 import { runIdentityBench } from './identity.bench.ts';
 import { runRevocationBench } from './revocation.bench.ts';
-import { runProxyBench } from './proxy.bench.ts';
+import { runProxyBench, runProxyPdpModeBench } from './proxy.bench.ts';
 import { runOAuthBench } from './oauth.bench.ts';
 import { runCredentialsBench } from './credentials.bench.ts';
 import { runMcpGatewayBench } from './mcp-gateway.bench.ts';
 import { runQuotaBench } from './quota.bench.ts';
 
 const PG_URL = process.env.WRIT_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
-const only = new Set((process.env.WRIT_BENCH_ONLY ?? 'audit,policy,identity,revocation,proxy,oauth,credentials,quota,mcp').split(','));
+const only = new Set((process.env.WRIT_BENCH_ONLY ?? 'audit,policy,identity,revocation,proxy,proxy-pdp,oauth,credentials,quota,mcp').split(','));
 
 const results: BenchResult[] = [];
 const havePg = await postgresAnswers(PG_URL);
@@ -51,6 +51,11 @@ if (only.has('revocation')) {
 if (only.has('proxy')) {
   process.stderr.write('bench: writ proxy vs a bare proxy…\n');
   results.push(await runProxyBench());
+}
+
+if (only.has('proxy-pdp')) {
+  process.stderr.write('bench: the proxy\'s decision step, pdp.mode remote vs local…\n');
+  results.push(await runProxyPdpModeBench());
 }
 
 if (only.has('oauth')) {
