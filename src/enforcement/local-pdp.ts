@@ -182,7 +182,13 @@ export class SyncedLocalPdp implements PdpClient {
       return this.#inflight;
     }
     const once = async (): Promise<BundleRefresh> => {
-      const r = await this.#refreshOnce();
+      let r: BundleRefresh;
+      try {
+        r = await this.#refreshOnce();
+      } catch (e) {
+        // An engine fault, or an audit sink that refused the load's record: reported, never thrown (`version` says what serves).
+        r = this.#unavailable(`the bundle refresh failed: ${e instanceof Error ? e.message.slice(0, 200) : 'unknown error'}`);
+      }
       this.#refreshes?.labels(r.outcome).inc();
       return r;
     };

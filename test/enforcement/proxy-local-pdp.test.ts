@@ -21,7 +21,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Registry } from 'prom-client';
 import { ManualClock, Secret, systemClock } from '../../src/kernel/index.ts';
-import { recordingAuditSink } from '../../src/policy/index.ts';
+import { compilePolicySet, recordingAuditSink } from '../../src/policy/index.ts';
 import { IdentityProxy, ProxyAuthenticator, ServerBundleSource, SyncedLocalPdp, parseProxyConfig } from '../../src/enforcement/index.ts';
 import { ALLOWED, DENIED, POLICIES, WRIT, startWrit } from './support.ts';
 import type { Writ } from './support.ts';
@@ -356,5 +356,21 @@ describe('SyncedLocalPdp behind a relay to the server (server down, bundles that
     assert.equal(pdp.version, serving);
     const token = await w.jwt(ALLOWED, AUD);
     assert.equal((await call(port, '/hello', { authorization: `Bearer ${token}` })).status, 200);
+  });
+
+  it('a refresh whose audit record cannot be written is reported, never thrown', async () => {
+    const good = (await w.s.call('GET', '/v1/policy/bundle', { token: w.pep })).json as { schema: { path: string; text: string }; files: { path: string; text: string }[]; entities?: { path: string; text: string } };
+    const files = [...good.files, { path: 'note.cedar', text: '// no policy here\n' }];
+    const c = compilePolicySet({ schema: good.schema, files, ...(good.entities === undefined ? {} : { entities: good.entities }) });
+    assert.ok(c.ok);
+    crafted = { version: c.set.version, body: JSON.stringify({ ...good, version: c.set.version, files }) };
+    mode = 'broken';
+    audit.failWith = new Error('audit store unavailable');
+    try {
+      const r = await pdp.refresh();
+      assert.deepEqual(r, { outcome: 'unavailable', reason: 'the bundle refresh failed: audit store unavailable' });
+    } finally {
+      audit.failWith = undefined;
+    }
   });
 });
