@@ -145,7 +145,7 @@ export class IdentityIssuer {
     try {
       v = await this.#gate({ spiffeId: entry.spiffeId, kind, correlationId });
     } catch {
-      v = { verdict: 'unavailable', reasons: ['pdp-unavailable'], policies: [] };
+      v = { verdict: 'unavailable', reasons: [], policies: [] };
     }
     if (v.verdict === 'issue') return;
     const forbidden = v.verdict === 'forbidden';
