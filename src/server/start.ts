@@ -134,6 +134,7 @@ export async function startServer(sources: ConfigSources & { logStream?: NodeJS.
     // A workload SVID is not issued while a `forbid` policy matches its `credential/issue` (docs/identity-api.md).
     identity.issuer.setIssuanceGate(svidIssuanceGate(policy.decider));
     // Agents follow revocations of the workloads they serve on the node API (GET /node/v1/revocations/stream).
+    // buildApp hands this object to registerIdentityRoutes as it is (NodeApiWiring); `url` is set once TLS listens.
     const tlsRef: { url: string | undefined } & NodeApiWiring = { url: undefined, revocations: { bus: signals.bus, heartbeatMs: config['revocations.heartbeatMs'], audit } };
     const app = await buildApp({ tls: tlsRef, signals: signals.service, signalsExtras: { ssf: served1.ssf, points: served1.points, drill: () => served1.drill() }, policy, config, store, audit, admins, version, startedAtMs: Date.now(), identity: identity.issuer, oauth, credentials: creds, ...(sources.logStream === undefined ? {} : { logStream: sources.logStream }) });
     creds.setLogger(app.log);
