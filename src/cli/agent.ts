@@ -328,9 +328,14 @@ export function renderStatus(s: AgentStatus): string {
   if (s.server.lastError !== undefined) rows.push(['last error', `${s.server.lastError.message} (${s.server.lastError.code})`]);
   rows.push(['bundle', s.bundle === undefined ? '-' : `${s.bundle.trustDomain}${s.bundle.sequence === undefined ? '' : ` sequence ${s.bundle.sequence}`}, refresh at ${s.bundle.refreshAt}`]);
   rows.push(['jwt-svids cached', String(s.jwtSvidsCached)]);
+  const r = s.revocations;
+  const revs = !r.following ? 'not followed' : r.connected ? `following (cursor ${r.cursor ?? '-'}, last heard ${r.lastHeardAt ?? '-'})` : `reconnecting${r.lastError === undefined ? '' : `: ${r.lastError.message} (${r.lastError.code})`}`;
+  rows.push(['revocations', revs]);
   const out = [table(rows)];
   if (s.entries.length > 0) {
-    out.push('', table([['ENTRY', 'SPIFFE ID', 'X.509-SVID EXPIRES', 'ROTATES'], ...s.entries.map((e) => [e.id, e.spiffeId, e.x509?.expiresAt ?? '(none)', e.x509?.renewAt ?? '-'])]));
+    const note = (e: AgentStatus['entries'][number]): string =>
+      e.refusal !== undefined ? `refused: ${e.refusal.message} (${e.refusal.code})` : e.revoked !== undefined && e.x509 === undefined ? `revoked (${e.revoked.reason}) at ${e.revoked.at}` : '-';
+    out.push('', table([['ENTRY', 'SPIFFE ID', 'X.509-SVID EXPIRES', 'ROTATES', 'NOTE'], ...s.entries.map((e) => [e.id, e.spiffeId, e.x509?.expiresAt ?? '(none)', e.x509?.renewAt ?? '-', note(e)])]));
   }
   return out.join('\n');
 }

@@ -23,7 +23,8 @@ import type { PeerCertificate } from 'node:tls';
 import { SpiffeId, systemClock, WritError } from '../kernel/index.ts';
 import type { Clock } from '../kernel/index.ts';
 import { TrustBundle, agentErrors, certificatesToPem, serverSpiffeId, signNodeRequest } from '../identity/index.ts';
-import type { AgentEntry, AgentNodeCredential, IssuedJwtSvid, IssuedNodeSvid, IssuedX509Svid, NodeApi, NodeAttestationEvidence } from '../identity/index.ts';
+import type { AgentEntry, AgentNodeCredential, AgentRevocation, IssuedJwtSvid, IssuedNodeSvid, IssuedX509Svid, NodeApi, NodeAttestationEvidence, RevocationListener } from '../identity/index.ts';
+import type { IncomingMessage } from 'node:http';
 
 const TIMEOUT_MS = 10_000;
 
@@ -191,12 +192,27 @@ export class HttpNodeApi implements NodeApi {
    * bundle with exactly the URI SAN `spiffe://<node's trust domain>/writ/server`.
    */
   #mtlsCall(base: string, method: string, path: string, headers: Record<string, string>, text: string | undefined, credential: AgentNodeCredential): Promise<{ status: number; answer: string }> {
+    return new Promise((resolve, reject) => {
+      this.#mtlsRequest(base, method, path, headers, text, credential, TIMEOUT_MS, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, answer: Buffer.concat(chunks).toString('utf8') }));
+        res.on('error', (e) => reject(agentErrors.error('ERR_IDENTITY_AGENT_SERVER_UNAVAILABLE', `the writ server at ${base} broke the connection`, { cause: e })));
+      }, reject);
+    });
+  }
+
+  /** One request over mutual TLS (see {@link #mtlsCall}); `onResponse` gets the answer as it streams in. */
+  #mtlsRequest(base: string, method: string, path: string, headers: Record<string, string>, text: string | undefined, credential: AgentNodeCredential, timeoutMs: number, onResponse: (res: IncomingMessage) => void, reject: (err: unknown) => void, signal?: AbortSignal): void {
     const ca = this.#bundlePem;
-    if (ca === undefined) return Promise.reject(agentErrors.error('ERR_IDENTITY_AGENT_SERVER_UNTRUSTED', `no trust bundle yet to verify the writ server at ${base}`));
+    if (ca === undefined) {
+      reject(agentErrors.error('ERR_IDENTITY_AGENT_SERVER_UNTRUSTED', `no trust bundle yet to verify the writ server at ${base}`));
+      return;
+    }
     const td = SpiffeId.parse(credential.spiffeId).trustDomain;
     const expected = serverSpiffeId(td);
     const url = new URL(path, base);
-    return new Promise((resolve, reject) => {
+    {
       let untrusted: string | undefined;
       const req = httpsRequest({
         protocol: 'https:',
@@ -218,13 +234,9 @@ export class HttpNodeApi implements NodeApi {
           return new Error(untrusted);
         },
         agent: false,
-        timeout: TIMEOUT_MS,
-      }, (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, answer: Buffer.concat(chunks).toString('utf8') }));
-        res.on('error', (e) => reject(agentErrors.error('ERR_IDENTITY_AGENT_SERVER_UNAVAILABLE', `the writ server at ${base} broke the connection`, { cause: e })));
-      });
+        timeout: timeoutMs,
+        ...(signal === undefined ? {} : { signal }),
+      }, onResponse);
       req.on('timeout', () => req.destroy(new Error('timeout')));
       req.on('error', (e: NodeJS.ErrnoException) => {
         const code = e.code ?? e.message;
@@ -234,7 +246,7 @@ export class HttpNodeApi implements NodeApi {
       });
       if (text !== undefined) req.write(text);
       req.end();
-    });
+    }
   }
 
   async attest(evidence: NodeAttestationEvidence, publicKey: Uint8Array): Promise<IssuedNodeSvid> {
@@ -268,9 +280,135 @@ export class HttpNodeApi implements NodeApi {
     return { spiffeId: str(r.spiffeId, 'spiffeId'), token: str(r.token, 'token'), issuedAtMs: time(r.issuedAt, 'issuedAt'), expiresAtMs: time(r.expiresAt, 'expiresAt') };
   }
 
+  /**
+   * `GET /node/v1/revocations/stream` (Server-Sent Events) with the node
+   * SVID as client certificate (or a signed request without mTLS), from
+   * after `fromCursor`. Resolves when `signal` aborts; rejects when the
+   * stream cannot be opened (the server's code) or ends. A connection that
+   * brings neither an event nor a heartbeat for a minute is dropped.
+   */
+  async followRevocations(credential: AgentNodeCredential, fromCursor: number | undefined, listener: RevocationListener, signal: AbortSignal): Promise<void> {
+    const path = '/node/v1/revocations/stream';
+    const headers: Record<string, string> = { accept: 'text/event-stream' };
+    if (fromCursor !== undefined) headers['last-event-id'] = String(fromCursor);
+    const mtls = this.mtlsUrl;
+    if (mtls !== undefined && this.#bundlePem === undefined) await this.#call('GET', '/bundle', undefined, undefined);
+    const parser = new SseParser(listener);
+    const check = async (status: number, read: () => Promise<string>): Promise<void> => {
+      if (status === 200) return;
+      const text = await read().catch(() => '');
+      let err: { code?: unknown; message?: unknown } = {};
+      try {
+        err = JSON.parse(text) as typeof err;
+      } catch {
+        // not JSON: the status says it
+      }
+      const code = typeof err.code === 'string' && /^ERR_[A-Z0-9_]+$/.test(err.code) ? err.code : `HTTP_${status}`;
+      throw new WritError(code, status, typeof err.message === 'string' ? err.message.slice(0, 500) : `the writ server answered ${status}`);
+    };
+    if (mtls !== undefined) {
+      await new Promise<void>((resolve, reject) => {
+        const done = (err?: unknown): void => (signal.aborted ? resolve() : err === undefined ? reject(agentErrors.error('ERR_IDENTITY_AGENT_SERVER_UNAVAILABLE', 'the revocation stream ended')) : reject(err));
+        this.#mtlsRequest(mtls, 'GET', path, headers, undefined, credential, STREAM_IDLE_MS, (res) => {
+          const status = res.statusCode ?? 0;
+          if (status !== 200) {
+            const chunks: Buffer[] = [];
+            res.on('data', (c: Buffer) => chunks.push(c));
+            res.on('end', () => void check(status, async () => Buffer.concat(chunks).toString('utf8')).catch(reject));
+            return;
+          }
+          listener.opened();
+          res.setEncoding('utf8');
+          res.on('data', (c: string) => parser.push(c));
+          res.on('end', () => done());
+          res.on('error', (e) => done(signal.aborted ? undefined : agentErrors.error('ERR_IDENTITY_AGENT_SERVER_UNAVAILABLE', 'the revocation stream broke', { cause: e })));
+          res.on('close', () => done());
+        }, (e) => done(signal.aborted ? undefined : e), signal);
+      });
+      return;
+    }
+    headers.authorization = await signNodeRequest({ chain: credential.certChainDer, privateKey: credential.privateKeyPkcs8Der }, { method: 'GET', path }, this.#clock);
+    let res: Response;
+    try {
+      res = await fetch(`${this.#base}${path}`, { headers, signal });
+    } catch (e) {
+      if (signal.aborted) return;
+      throw agentErrors.error('ERR_IDENTITY_AGENT_SERVER_UNAVAILABLE', `cannot reach the writ server at ${this.#base}`, { cause: e });
+    }
+    await check(res.status, () => res.text());
+    if (res.body === null) throw agentErrors.error('ERR_IDENTITY_AGENT_RESPONSE_INVALID', 'the revocation stream has no body');
+    listener.opened();
+    const decoder = new TextDecoder();
+    try {
+      for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) parser.push(decoder.decode(chunk, { stream: true }));
+    } catch (e) {
+      if (signal.aborted) return;
+      throw agentErrors.error('ERR_IDENTITY_AGENT_SERVER_UNAVAILABLE', 'the revocation stream broke', { cause: e });
+    }
+    if (!signal.aborted) throw agentErrors.error('ERR_IDENTITY_AGENT_SERVER_UNAVAILABLE', 'the revocation stream ended');
+  }
+
   async fetchBundle(credential: AgentNodeCredential): Promise<object> {
     // SPIFFE bundle endpoint: public, no client authentication needed; over mTLS once the agent
     // talks mTLS, so the bundle comes from the server it authenticated.
     return obj(await this.#call('GET', '/bundle', undefined, this.mtlsUrl === undefined || this.#bundlePem === undefined ? undefined : credential), 'bundle');
+  }
+}
+
+/** A revocation stream connection with no byte for this long is dropped (heartbeats come every few seconds). */
+const STREAM_IDLE_MS = 60_000;
+
+/**
+ * The Server-Sent Events frames of the node revocation stream: `revocation`
+ * events (one JSON line of data) and `heartbeat` events (`{"cursor":n}`);
+ * comments, `retry` and other events are ignored, as is an event that does
+ * not parse.
+ */
+class SseParser {
+  readonly #listener: RevocationListener;
+  #buf = '';
+
+  constructor(listener: RevocationListener) {
+    this.#listener = listener;
+  }
+
+  push(text: string): void {
+    this.#buf += text.replace(/\r\n?/g, '\n');
+    if (this.#buf.length > 1_000_000) this.#buf = this.#buf.slice(-65_536);
+    let end = this.#buf.indexOf('\n\n');
+    while (end !== -1) {
+      this.#frame(this.#buf.slice(0, end));
+      this.#buf = this.#buf.slice(end + 2);
+      end = this.#buf.indexOf('\n\n');
+    }
+  }
+
+  #frame(text: string): void {
+    let event = 'message';
+    const data: string[] = [];
+    for (const line of text.split('\n')) {
+      if (line.startsWith(':')) continue;
+      const i = line.indexOf(':');
+      const field = i === -1 ? line : line.slice(0, i);
+      const value = i === -1 ? '' : line.slice(i + 1).replace(/^ /, '');
+      if (field === 'event') event = value;
+      else if (field === 'data') data.push(value);
+    }
+    let o: unknown;
+    try {
+      o = JSON.parse(data.join('\n'));
+    } catch {
+      return;
+    }
+    if (o === null || typeof o !== 'object') return;
+    const r = o as Record<string, unknown>;
+    if (event === 'heartbeat') {
+      if (typeof r.cursor === 'number' && Number.isSafeInteger(r.cursor) && r.cursor >= 0) this.#listener.heartbeat(r.cursor);
+      return;
+    }
+    if (event !== 'revocation' || r.kind !== 'subject-revoked') return;
+    if (typeof r.cursor !== 'number' || !Number.isSafeInteger(r.cursor) || typeof r.subject !== 'string' || typeof r.reason !== 'string' || typeof r.at !== 'string') return;
+    const e: AgentRevocation = { cursor: r.cursor, subject: r.subject, reason: r.reason, at: r.at };
+    this.#listener.revoked(e);
   }
 }

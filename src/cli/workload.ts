@@ -250,8 +250,12 @@ async function watch(c: WorkloadClient, dir: string, spiffeId: string | undefine
       if (stopped) break;
       io.err(`writ svid fetch: stream ended${ended === undefined ? '' : `: ${ended.message} (${ended.code})`}; retrying in ${backoffMs / 1000}s`);
       await new Promise<void>((r) => {
-        wake = r;
-        setTimeout(r, backoffMs).unref();
+        // Not unref'd: between two streams this timer is all that keeps the process alive; a stop clears it.
+        const t = setTimeout(r, backoffMs);
+        wake = () => {
+          clearTimeout(t);
+          r();
+        };
       });
       wake = undefined;
       backoffMs = Math.min(backoffMs * 2, 30_000);

@@ -17,6 +17,8 @@ export const identityErrors = defineErrorCatalog('IDENTITY', {
   ERR_IDENTITY_STORE_INCONSISTENT: { status: 500, description: 'the stored CA keys of a trust domain break an invariant (for example two active keys of one kind)' },
   // Issuance
   ERR_IDENTITY_SVID_REQUEST_INVALID: { status: 400, description: 'an SVID request is not allowed: a trust-domain or path-less SPIFFE ID, a foreign trust domain, an invalid DNS name, TTL or audience' },
+  ERR_IDENTITY_SVID_FORBIDDEN: { status: 403, description: 'a `forbid` policy matches `credential/issue` of the workload by itself (a failed posture, a raised risk, an offboarded owner): no SVID is issued until it stops matching' },
+  ERR_IDENTITY_SVID_POLICY_UNAVAILABLE: { status: 503, description: 'the policy decision point could not say whether a `forbid` policy matches the workload\'s SVID issuance (engine error, timeout, no policy set); no SVID is issued (fail closed)' },
   // X.509-SVID validation (X509-SVID §4, §5)
   ERR_IDENTITY_X509_SVID_MALFORMED: { status: 401, description: 'a certificate chain presented as an X.509-SVID could not be parsed' },
   ERR_IDENTITY_X509_SVID_INVALID: { status: 401, description: 'an X.509-SVID breaks a rule of the X509-SVID specification; the message names the rule' },

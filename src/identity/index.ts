@@ -64,5 +64,5 @@ export type { OidcIssuerConfig, OidcAttestation } from './attestation/oidc.ts';
 export { signNodeRequest, verifyNodeRequest, bodyHash, NODE_AUTH_SCHEME, NODE_REQUEST_TYP, MAX_NODE_REQUEST_TTL_S } from './attestation/node-request.ts';
 export type { NodeRequestSigner, AuthenticatedNode } from './attestation/node-request.ts';
 export { IdentityIssuer } from './issuer.ts';
-export type { IdentityIssuerOptions, IssuerContext, AttestRequest, NodeSvidResult, WorkloadX509Result } from './issuer.ts';
+export type { IdentityIssuerOptions, IssuerContext, SvidIssuanceGate, AttestRequest, NodeSvidResult, WorkloadX509Result } from './issuer.ts';
 export * from './agent/index.ts';

@@ -20,6 +20,7 @@ import { verifyNodeRequest } from './attestation/node-request.ts';
 import type { ValidatedX509Svid, X509Svid } from './x509-svid.ts';
 import type { JwtSvid } from './jwt-svid.ts';
 import type { Secret } from '../kernel/index.ts';
+import { identityErrors } from './errors.ts';
 
 /** Who asked, for the audit trail. */
 export interface IssuerContext {
@@ -66,6 +67,16 @@ export interface WorkloadX509Result {
   readonly svid: X509Svid;
 }
 
+/**
+ * The policy question asked before a workload SVID is signed: may `spiffeId`
+ * hold a credential of itself now? `forbidden`: a `forbid` policy matched
+ * (issuance refused); `issue`: none did (a permit is NOT required, so a server
+ * without policies keeps issuing: SVIDs are identity, not authorization);
+ * `unavailable`: the PDP could not answer (issuance refused, fail closed).
+ * The server implements it over the PDP (identity cannot reach the PDP).
+ */
+export type SvidIssuanceGate = (q: { readonly spiffeId: string; readonly kind: 'x509' | 'jwt'; readonly correlationId: string }) => Promise<{ readonly verdict: 'issue' | 'forbidden' | 'unavailable'; readonly reasons: readonly string[]; readonly policies: readonly string[] }>;
+
 const NODE_ID = /^[a-z0-9-]{1,64}$/;
 const ENTRY_ID = /^[0-9a-f]{16}$/;
 
@@ -105,6 +116,7 @@ export class IdentityIssuer {
   readonly #clock: Clock;
   readonly #oidc: OidcAttestor | undefined;
   readonly #o: IdentityIssuerOptions;
+  #gate: SvidIssuanceGate | undefined;
 
   constructor(options: IdentityIssuerOptions) {
     this.ca = options.ca;
@@ -114,6 +126,34 @@ export class IdentityIssuer {
     this.#oidc = options.oidc;
     this.#o = options;
     this.limits = Object.freeze({ trustDomain: options.ca.trustDomain, x509SvidMaxTtlSeconds: options.x509SvidMaxTtlSeconds, jwtSvidMaxTtlSeconds: options.jwtSvidMaxTtlSeconds });
+  }
+
+  /**
+   * Ask `gate` before each workload SVID (X.509 and JWT) issued to a node.
+   * Set once the PDP exists (it is built after the CA); without one, SVIDs
+   * are issued on entitlement alone.
+   */
+  setIssuanceGate(gate: SvidIssuanceGate): void {
+    this.#gate = gate;
+  }
+
+  /** The PDP check before signing: refused (and audited as a denied `svid.issued`) unless no `forbid` matched. */
+  async #checkGate(kind: 'x509' | 'jwt', entry: RegistrationEntry, node: NodeRecord, ctx: IssuerContext): Promise<void> {
+    if (this.#gate === undefined) return;
+    const correlationId = ctx.correlationId ?? newCorrelationId();
+    let v: Awaited<ReturnType<SvidIssuanceGate>>;
+    try {
+      v = await this.#gate({ spiffeId: entry.spiffeId, kind, correlationId });
+    } catch {
+      v = { verdict: 'unavailable', reasons: [], policies: [] };
+    }
+    if (v.verdict === 'issue') return;
+    const forbidden = v.verdict === 'forbidden';
+    await this.#event('svid.issued', { ...ctx, correlationId }, { type: 'svid', id: entry.spiffeId, name: entry.spiffeId }, {
+      kind, spiffeId: entry.spiffeId, entryId: entry.id, nodeId: node.id, policies: v.policies,
+    }, forbidden ? 'denied' : 'failure', [forbidden ? 'policy-forbid' : 'pdp-unavailable', ...v.reasons]);
+    if (forbidden) throw identityErrors.error('ERR_IDENTITY_SVID_FORBIDDEN', `policy forbids issuing an SVID of \`${entry.spiffeId}\` now (${v.policies.join(', ') || 'forbid'})`);
+    throw identityErrors.error('ERR_IDENTITY_SVID_POLICY_UNAVAILABLE', `the policy decision point could not decide on an SVID of \`${entry.spiffeId}\`; none issued`);
   }
 
   /** The current trust bundle. */
@@ -365,6 +405,7 @@ export class IdentityIssuer {
     for (const r of requests) {
       const entry = await this.#entitledEntry(node, r.entryId);
       const pem = publicKeyPem(r.publicKey);
+      await this.#checkGate('x509', entry, node, ctx);
       const svid = await this.ca.issueX509Svid({
         spiffeId: entry.spiffeId,
         publicKey: pem,
@@ -380,6 +421,7 @@ export class IdentityIssuer {
   /** Sign a workload JWT-SVID for an entry `node` may serve. */
   async issueJwtForNode(node: NodeRecord, request: { entryId: string; audience: readonly string[] }, ctx: IssuerContext): Promise<JwtSvid> {
     const entry = await this.#entitledEntry(node, request.entryId);
+    await this.#checkGate('jwt', entry, node, ctx);
     const svid = await this.ca.signJwtSvid({ spiffeId: entry.spiffeId, audience: request.audience, ttlMs: (entry.jwtSvidTtlSeconds ?? this.#o.jwtSvidTtlSeconds) * 1000 });
     await this.#svidIssued(ctx, 'jwt', undefined, entry.spiffeId, entry.id, node, svid.issuedAt, svid.expiresAt, [], { kid: svid.kid, audience: svid.audience });
     return svid;

@@ -11,8 +11,10 @@ import { join, resolve } from 'node:path';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { systemClock } from '../kernel/index.ts';
 import type { AuditActor, AuditSink, Clock, WritConfig } from '../kernel/index.ts';
-import { CaManager, IdentityIssuer, OidcAttestor, decodeKek, kekErrors, kekModeIsInsecure, nodeIdOf, parseOidcIssuers } from '../identity/index.ts';
-import type { CaKeyKind, IdentityStore, IssuerContext, NodeRecord, RegistrationEntry, X509Svid } from '../identity/index.ts';
+import { CaManager, IdentityIssuer, OidcAttestor, attestationErrors, decodeKek, kekErrors, kekModeIsInsecure, nodeIdOf, parseOidcIssuers } from '../identity/index.ts';
+import type { CaKeyKind, IdentityStore, IssuerContext, NodeRecord, RegistrationEntry, SvidIssuanceGate, X509Svid } from '../identity/index.ts';
+import type { RevocationBus, RevocationEvent } from '../signals/index.ts';
+import type { Decider } from '../policy/index.ts';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -125,7 +127,57 @@ export async function startIdentity(config: WritConfig, store: IdentityStore, au
   return { issuer, kek, close: () => { if (timer !== undefined) clearInterval(timer); } };
 }
 
+// ---------------------------------------------------------------- SVID issuance and policy
+
+/** Deny reasons that are an answer of the policies, not a failure of the PDP. */
+const NO_PERMIT = 'no-matching-permit';
+
+/**
+ * The PDP check asked before a workload SVID is signed (IdentityIssuer's
+ * issuance gate): `credential/issue` with the workload as principal and as
+ * resource, the question signal re-evaluation asks of an SVID
+ * (signals-reevaluation.ts), so what re-evaluation cut is not re-issued at
+ * the next sync. Only a matched `forbid` refuses: SVIDs are identity, issued
+ * on registration, so a permit is not required and a server without policies
+ * keeps issuing. A deny the policies did not determine (engine error,
+ * timeout, no policy set, audit down) is a PDP failure: refused, fail closed.
+ *
+ * @example
+ * identity.issuer.setIssuanceGate(svidIssuanceGate(policy.decider));
+ */
+export function svidIssuanceGate(decider: Decider): SvidIssuanceGate {
+  return async ({ spiffeId, correlationId }) => {
+    const principal = { type: 'Writ::Workload', id: spiffeId };
+    const d = await decider.decide({
+      principal,
+      action: 'credential/issue',
+      resource: principal,
+      entities: [{ uid: principal, attrs: { spiffeId, labels: [], legacy: false } }],
+      correlationId,
+      requestedBy: 'svid-issuance',
+    });
+    if (d.decision === 'allow') return { verdict: 'issue', reasons: d.reasons, policies: [] };
+    if (d.determiningPolicies.length > 0) return { verdict: 'forbidden', reasons: d.reasons, policies: d.determiningPolicies };
+    if (d.reasons.length === 1 && d.reasons[0] === NO_PERMIT) return { verdict: 'issue', reasons: d.reasons, policies: [] };
+    return { verdict: 'unavailable', reasons: d.reasons, policies: [] };
+  };
+}
+
 // ---------------------------------------------------------------- routes
+
+/**
+ * What the node API needs from the rest of the server. `url` is set once the
+ * mutual-TLS listener is up (advertised to agents); `revocations` serves
+ * `GET /node/v1/revocations/stream` when present.
+ */
+export interface NodeApiWiring {
+  readonly url: string | undefined;
+  readonly revocations?: { readonly bus: RevocationBus; readonly heartbeatMs: number; readonly audit: AuditSink };
+}
+
+const CURSOR = /^(0|[1-9][0-9]{0,15})$/;
+/** How long a node's served SPIFFE IDs are reused by its revocation stream (ms). */
+const SERVED_IDS_MS = 1000;
 
 const errorResponse = {
   type: 'object',
@@ -197,7 +249,7 @@ function baseUrl(req: FastifyRequest): string {
  * @example
  * await registerIdentityRoutes(app, identity.issuer);
  */
-export async function registerIdentityRoutes(app: FastifyInstance, issuer: IdentityIssuer, tls?: { readonly url: string | undefined }): Promise<void> {
+export async function registerIdentityRoutes(app: FastifyInstance, issuer: IdentityIssuer, tls?: NodeApiWiring): Promise<void> {
   const security = [{ adminToken: [] }];
   const common = { 401: errorResponse, 403: errorResponse };
 
@@ -292,6 +344,9 @@ export async function registerIdentityRoutes(app: FastifyInstance, issuer: Ident
       void reply.header('cache-control', 'no-store');
       return { spiffeId: svid.spiffeId.toString(), token: svid.token, issuedAt: svid.issuedAt.toISOString(), expiresAt: svid.expiresAt.toISOString() };
     });
+
+    const revocations = tls?.revocations;
+    if (revocations !== undefined) registerNodeRevocationStream(app, scope, issuer, authenticate, revocations);
   });
 
   // ---- admin: entries ------------------------------------------------------------
@@ -395,5 +450,105 @@ export async function registerIdentityRoutes(app: FastifyInstance, issuer: Ident
     const kinds: CaKeyKind[] = kind === 'all' ? ['x509', 'jwt'] : [kind as CaKeyKind];
     await issuer.rotate(kinds, adminCtx(req));
     return caState();
+  });
+}
+
+/**
+ * `GET /node/v1/revocations/stream`: the revocation bus as Server-Sent Events
+ * (the framing, heartbeat and `Last-Event-ID` resumption of the enforcement
+ * points' `GET /v1/revocations/stream`, docs/signals.md), authenticated by the
+ * node SVID and filtered to `subject-revoked` events of the SPIFFE IDs of the
+ * node's entries. Filtered-out events still move the cursor on, so a resumed
+ * stream does not replay them. An evicted node's stream ends at the next
+ * heartbeat.
+ */
+function registerNodeRevocationStream(
+  app: FastifyInstance,
+  scope: FastifyInstance,
+  issuer: IdentityIssuer,
+  authenticate: (req: FastifyRequest) => Promise<NodeRecord>,
+  deps: NonNullable<NodeApiWiring['revocations']>,
+): void {
+  const open = new Set<() => void>();
+  // Streams never go idle: end them before shutdown waits on them (agents resume from their cursor).
+  app.addHook('preClose', async () => {
+    for (const end of [...open]) end();
+  });
+  scope.get('/node/v1/revocations/stream', {
+    schema: {
+      summary: 'Server-Sent Events: `subject-revoked` events of the SPIFFE IDs this node serves, after `Last-Event-ID` (or `?after=`; none: from now), then live, with a `heartbeat` event every `revocations.heartbeatMs` (mTLS or a signed request)',
+      tags: ['node'],
+      querystring: { type: 'object', properties: { after: { type: 'string', pattern: CURSOR.source } }, additionalProperties: false },
+    },
+  }, async (req, reply) => {
+    const node = await authenticate(req);
+    const lastId = req.headers['last-event-id'];
+    const raw = typeof lastId === 'string' ? lastId : (req.query as { after?: string }).after;
+    if (raw !== undefined && !CURSOR.test(raw)) throw attestationErrors.error('ERR_ATTEST_REQUEST_INVALID', `cursor \`${raw.slice(0, 40)}\` is not a non-negative integer`);
+    const from = raw === undefined ? undefined : Number(raw);
+    const ctx = nodeCtx(req, node);
+    // The stream never reaches onSend, so it is audited here, before the first byte.
+    await deps.audit.append({
+      action: 'api.called',
+      actor: ctx.actor,
+      target: { type: 'api_route', id: 'GET /node/v1/revocations/stream' },
+      outcome: 'success',
+      correlationId: req.correlationId,
+      details: { method: 'GET', route: '/node/v1/revocations/stream', status: 200, fromCursor: from ?? null, nodeId: node.id, ...(ctx.nodeAuth === undefined ? {} : { nodeAuth: ctx.nodeAuth }) },
+    });
+    let served: { ids: Set<string>; until: number } | undefined;
+    let evicted = false;
+    const servedIds = async (): Promise<Set<string>> => {
+      const now = Date.now();
+      if (served !== undefined && served.until > now) return served.ids;
+      const current = await issuer.getNode(node.id).catch(() => undefined);
+      evicted = current === undefined || current.evictedAt !== null;
+      const ids = evicted ? new Set<string>() : new Set((await issuer.entriesForNode(current ?? node)).map((e) => e.spiffeId));
+      served = { ids, until: now + SERVED_IDS_MS };
+      return ids;
+    };
+    await servedIds();
+    reply.hijack();
+    const res = reply.raw;
+    res.writeHead(200, {
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-store',
+      connection: 'keep-alive',
+      'x-accel-buffering': 'no',
+      'x-correlation-id': req.correlationId,
+    });
+    let last = from ?? (await deps.bus.head());
+    res.write('retry: 1000\n\n');
+    // Events are written in cursor order even though the entry lookup is asynchronous.
+    let chain = Promise.resolve();
+    const relay = (e: RevocationEvent): void => {
+      chain = chain.then(async () => {
+        if (e.kind === 'subject-revoked' && e.subject !== undefined && (await servedIds()).has(e.subject)) res.write(`id: ${e.cursor}\nevent: revocation\ndata: ${JSON.stringify(e)}\n\n`);
+        last = Math.max(last, e.cursor);
+      }).catch((err: unknown) => req.log.warn({ err }, 'node revocation stream: an event could not be filtered'));
+    };
+    const stop = await deps.bus.subscribe(last, relay, { onError: (err) => req.log.warn({ err }, 'node revocation stream subscription trouble; it keeps trying') });
+    let timer: ReturnType<typeof setInterval> | undefined;
+    const end = (): void => {
+      if (!open.delete(end)) return;
+      clearInterval(timer);
+      void stop();
+      res.end();
+    };
+    const heartbeat = (): void => {
+      chain = chain.then(async () => {
+        await servedIds();
+        if (evicted) {
+          end();
+          return;
+        }
+        res.write(`event: heartbeat\ndata: {"cursor":${last}}\n\n`);
+      }).catch((err: unknown) => req.log.warn({ err }, 'node revocation stream heartbeat failed'));
+    };
+    heartbeat();
+    timer = setInterval(heartbeat, deps.heartbeatMs);
+    open.add(end);
+    res.once('close', end);
+    req.raw.once('close', end);
   });
 }

@@ -14,8 +14,8 @@ import { buildApp } from './app.ts';
 import { bootstrapAdmin, tokenFilePath } from './bootstrap.ts';
 import { startPolicyService } from './policy-routes.ts';
 import type { PolicyService } from './policy-routes.ts';
-import { startIdentity } from './identity-routes.ts';
-import type { ServedIdentity } from './identity-routes.ts';
+import { startIdentity, svidIssuanceGate } from './identity-routes.ts';
+import type { NodeApiWiring, ServedIdentity } from './identity-routes.ts';
 import { startOAuth, taskLookup } from './oauth-routes.ts';
 import type { ServedOAuth } from './oauth-routes.ts';
 import type { IdentityIssuer } from '../identity/index.ts';
@@ -131,7 +131,11 @@ export async function startServer(sources: ConfigSources & { logStream?: NodeJS.
     const served0 = identity;
     const pdp0 = policy;
     const oauth = await startOAuth({ config, clock: systemClock, audit, decide: (r) => pdp0.decider.decide(r), bundles: () => served0.issuer.bundle(), jtis: store.identity, leases: creds.leases, tasks: taskLookup(store.credentials), clients: store.oauthClients, signingSecret: served0.kek.kek });
-    const tlsRef: { url: string | undefined } = { url: undefined };
+    // A workload SVID is not issued while a `forbid` policy matches its `credential/issue` (docs/identity-api.md).
+    identity.issuer.setIssuanceGate(svidIssuanceGate(policy.decider));
+    // Agents follow revocations of the workloads they serve on the node API (GET /node/v1/revocations/stream).
+    // buildApp hands this object to registerIdentityRoutes as it is (NodeApiWiring); `url` is set once TLS listens.
+    const tlsRef: { url: string | undefined } & NodeApiWiring = { url: undefined, revocations: { bus: signals.bus, heartbeatMs: config['revocations.heartbeatMs'], audit } };
     const app = await buildApp({ tls: tlsRef, signals: signals.service, signalsExtras: { ssf: served1.ssf, points: served1.points, drill: () => served1.drill() }, policy, config, store, audit, admins, version, startedAtMs: Date.now(), identity: identity.issuer, oauth, credentials: creds, ...(sources.logStream === undefined ? {} : { logStream: sources.logStream }) });
     creds.setLogger(app.log);
     rotationLog = (err) => app.log.error({ err }, 'scheduled CA rotation step failed; it is retried at the next check');

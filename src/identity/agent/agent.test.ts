@@ -279,4 +279,86 @@ describe('WorkloadAgent', () => {
     assert.equal(after.length, before.length + 1);
     assert.ok(r.notified.n > n);
   });
+
+  it('a subject-revoked drops the workload\'s cached X.509 and JWT SVIDs at once, tells the streams, and what it serves next is newly issued; other workloads keep theirs', async () => {
+    const r = await rig();
+    const web = only(await r.agent.x509Svids(caller(1000)));
+    const db = only(await r.agent.x509Svids(caller(1001, 1001, '/usr/bin/db')));
+    const [jwt1] = (await r.agent.jwtSvids(caller(1000), ['https://api'], undefined)) ?? [];
+    assert.ok(jwt1 !== undefined);
+    const n = r.notified.n;
+    r.agent.revoke({ cursor: 7, subject: WEB, reason: 'admin-revoked', at: '2026-03-01T00:00:01.000Z' });
+    assert.equal(r.notified.n, n + 1);
+    const st = r.agent.status();
+    const e = st.entries.find((x) => x.id === 'e-web');
+    assert.equal(e?.x509, undefined);
+    assert.deepEqual(e?.revoked, { reason: 'admin-revoked', at: '2026-03-01T00:00:01.000Z' });
+    assert.equal(st.jwtSvidsCached, 0);
+    assert.equal(st.revocations.cursor, 7);
+    // The other workload is untouched.
+    assert.equal(st.entries.find((x) => x.id === 'e-db')?.x509?.serial, db.leaf.serialNumber);
+    await r.agent.tick();
+    const again = only(await r.agent.x509Svids(caller(1000)));
+    assert.notEqual(again.leaf.serialNumber, web.leaf.serialNumber);
+    assert.notDeepEqual(again.key, web.key);
+    const [jwt2] = (await r.agent.jwtSvids(caller(1000), ['https://api'], undefined)) ?? [];
+    assert.notEqual(jwt2?.token, jwt1.token);
+    // A revocation of a SPIFFE ID this node does not serve changes nothing.
+    const n2 = r.notified.n;
+    r.agent.revoke({ cursor: 8, subject: `${TD}/elsewhere`, reason: 'admin-revoked', at: '2026-03-01T00:00:02.000Z' });
+    assert.equal(r.notified.n, n2);
+    assert.equal(r.agent.status().revocations.cursor, 8);
+  });
+
+  it('an X.509-SVID issuance in flight when the revocation arrives is not cached', async () => {
+    const r = await rig();
+    r.agent.revoke({ cursor: 1, subject: WEB, reason: 'posture-failed', at: '2026-03-01T00:00:01.000Z' });
+    let release: () => void = () => undefined;
+    r.server.hold = new Promise<void>((ok) => {
+      release = ok;
+    });
+    const issuing = r.agent.tick();
+    // Wait until the issuance reached the server (it is now held there).
+    while (r.server.calls.filter((c) => c === 'issueX509').length < 3) await new Promise((ok) => setImmediate(ok));
+    r.agent.revoke({ cursor: 2, subject: WEB, reason: 'posture-failed', at: '2026-03-01T00:00:02.000Z' });
+    r.server.hold = undefined;
+    release();
+    await issuing;
+    assert.equal(r.agent.status().entries.find((x) => x.id === 'e-web')?.x509, undefined);
+    await r.agent.tick();
+    assert.ok(r.agent.status().entries.find((x) => x.id === 'e-web')?.x509 !== undefined);
+  });
+
+  it('an SVID refused by policy is not served from the cache, shows in the status, and is asked for again at each sync until allowed', async () => {
+    const r = await rig();
+    only(await r.agent.x509Svids(caller(1000)));
+    r.server.forbidden.add(WEB);
+    r.agent.revoke({ cursor: 3, subject: WEB, reason: 'posture-failed', at: '2026-03-01T00:00:01.000Z' });
+    await r.agent.tick();
+    assert.equal(await r.agent.x509Svids(caller(1000)), null);
+    assert.equal(await r.agent.jwtSvids(caller(1000), ['https://api'], undefined), null);
+    const st = r.agent.status();
+    const web = st.entries.find((x) => x.id === 'e-web');
+    assert.equal(web?.refusal?.code, 'ERR_IDENTITY_SVID_FORBIDDEN');
+    assert.equal(web?.refusal?.message, `policy forbids issuing an SVID of \`${WEB}\` now (posture-floor)`);
+    assert.equal(st.state, 'ready');
+    assert.equal(st.message, 'serving 1 of 2 entries; 1 refused by policy');
+    assert.ok(st.entries.find((x) => x.id === 'e-db')?.x509 !== undefined);
+    // Not retried before the sync interval, then again at it.
+    const asked = (): number => r.server.calls.filter((c) => c === 'issueX509').length;
+    const before = asked();
+    await r.agent.tick();
+    assert.equal(asked(), before);
+    r.clock.advance(5_000);
+    await r.agent.tick();
+    assert.equal(asked(), before + 1);
+    assert.equal(await r.agent.x509Svids(caller(1000)), null);
+    // Allowed again: the next sync brings a new SVID and clears the refusal.
+    r.server.forbidden.delete(WEB);
+    r.clock.advance(5_000);
+    await r.agent.tick();
+    assert.equal(only(await r.agent.x509Svids(caller(1000))).spiffeId, WEB);
+    assert.equal(r.agent.status().entries.find((x) => x.id === 'e-web')?.refusal, undefined);
+    assert.equal(r.agent.status().message, 'serving 2 of 2 entries');
+  });
 });

@@ -12,6 +12,12 @@
  * - Outage: while the server is unreachable, cached SVIDs are served until
  *   they expire, and the status says so. A refused node credential (node
  *   evicted) stops every entry; an entry missing from a sync stops that entry.
+ * - Revocation: the agent follows the server's node revocation stream; a
+ *   `subject-revoked` event for a workload it serves drops that workload's
+ *   cached X.509 and JWT SVIDs at once (open Workload API streams are told)
+ *   and they are asked for again, so the server's policy check decides. An
+ *   SVID refused by policy (`ERR_IDENTITY_SVID_FORBIDDEN`) drops the entry's
+ *   cached SVIDs too; it is asked for again at each sync until policy allows.
  *
  * The agent is driven by {@link WorkloadAgent.tick}, which does whatever is
  * due by the injected clock; {@link WorkloadAgent.start} runs ticks on a timer.
@@ -23,7 +29,7 @@ import type { Clock } from '../../kernel/index.ts';
 import { TrustBundle } from '../bundle.ts';
 import { validateJwtSvid } from '../jwt-svid.ts';
 import { agentErrors } from './errors.ts';
-import type { AgentEntry, IssuedNodeSvid, NodeApi, NodeAttestationEvidence, AgentNodeCredential } from './node-api.ts';
+import type { AgentEntry, AgentRevocation, IssuedNodeSvid, NodeApi, NodeAttestationEvidence, AgentNodeCredential } from './node-api.ts';
 import { matchesSelectors } from './selectors.ts';
 import type {
   JwtSvidMaterial,
@@ -89,7 +95,19 @@ export interface AgentStatus {
     readonly spiffeId: string;
     readonly selectors: readonly string[];
     readonly x509?: { readonly serial: string; readonly expiresAt: string; readonly renewAt: string };
+    /** Why the server refuses this workload's SVIDs now (policy), until an issuance succeeds. */
+    readonly refusal?: { readonly code: string; readonly message: string; readonly at: string };
+    /** The last revocation heard for this workload (its cached SVIDs were dropped then). */
+    readonly revoked?: { readonly reason: string; readonly at: string };
   }[];
+  /** The server's revocation stream for this node's workloads. */
+  readonly revocations: {
+    readonly following: boolean;
+    readonly connected: boolean;
+    readonly cursor?: number;
+    readonly lastHeardAt?: string;
+    readonly lastError?: { readonly code: string; readonly message: string };
+  };
   /** JWT-SVIDs in the cache. */
   readonly jwtSvidsCached: number;
   /** One line for people. */
@@ -146,8 +164,11 @@ function iso(ms: number): string {
 }
 
 /** The failure class the agent acts on (see node-api.ts). */
-function classify(err: unknown): 'outage' | 'refused' | 'gone' | 'rejected' {
+function classify(err: unknown): 'outage' | 'refused' | 'gone' | 'rejected' | 'forbidden' {
   if (err instanceof WritError) {
+    // Policy refuses this workload's SVIDs (not the node); the PDP being down is not an outage of the server.
+    if (err.code === 'ERR_IDENTITY_SVID_FORBIDDEN') return 'forbidden';
+    if (err.code === 'ERR_IDENTITY_SVID_POLICY_UNAVAILABLE') return 'rejected';
     if (err.code === 'ERR_IDENTITY_AGENT_NODE_REFUSED' || err.status === 401 || err.status === 403) return 'refused';
     if (err.status === 404) return 'gone';
     if (err.status >= 500) return 'outage';
@@ -237,6 +258,17 @@ export class WorkloadAgent implements WorkloadIdentitySource {
   #ticking: Promise<void> | undefined;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #running = false;
+  /** Per entry: bumped when its SVIDs are dropped, so an issuance in flight then is not cached. */
+  readonly #generation = new Map<string, number>();
+  readonly #forbidden = new Map<string, { code: string; message: string; at: string }>();
+  readonly #revoked = new Map<string, { reason: string; at: string }>();
+  #revFollowing: Promise<void> | undefined;
+  #revAbort: AbortController | undefined;
+  #revConnected = false;
+  #revCursor: number | undefined;
+  #revLastHeardMs: number | undefined;
+  #revLastError: { code: string; message: string } | undefined;
+  #revWake: (() => void) | undefined;
 
   constructor(options: WorkloadAgentOptions) {
     this.#api = options.nodeApi;
@@ -265,6 +297,7 @@ export class WorkloadAgent implements WorkloadIdentitySource {
       throw agentErrors.error('ERR_IDENTITY_AGENT_NODE_REFUSED', `node attestation refused: ${e === undefined ? 'unknown reason' : `${e.message} (${e.code})`}`);
     }
     this.#schedule();
+    if (this.#api.followRevocations !== undefined) this.#revFollowing = this.#followRevocations();
   }
 
   /** Stop the timer (cached SVIDs stay readable). */
@@ -272,7 +305,88 @@ export class WorkloadAgent implements WorkloadIdentitySource {
     this.#running = false;
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timer = undefined;
+    this.#revAbort?.abort();
+    this.#revWake?.();
     await this.#ticking;
+    await this.#revFollowing;
+  }
+
+  // ------------------------------------------------------------ revocations
+
+  /** Keep the node revocation stream open while running; reconnect with backoff, resuming after the last cursor. */
+  async #followRevocations(): Promise<void> {
+    const follow = this.#api.followRevocations?.bind(this.#api);
+    if (follow === undefined) return;
+    let backoffMs = 0;
+    while (this.#running) {
+      const node = this.#node;
+      if (node !== undefined) {
+        const abort = new AbortController();
+        this.#revAbort = abort;
+        try {
+          await follow(node.credential, this.#revCursor, {
+            opened: () => {
+              this.#revConnected = true;
+              this.#revLastError = undefined;
+              this.#revLastHeardMs = this.#clock.nowMs();
+              backoffMs = 0;
+            },
+            revoked: (e) => this.revoke(e),
+            heartbeat: (cursor) => {
+              this.#revLastHeardMs = this.#clock.nowMs();
+              if (this.#revCursor === undefined || cursor > this.#revCursor) this.#revCursor = cursor;
+            },
+          }, abort.signal);
+        } catch (err) {
+          if (this.#running) {
+            if (this.#revConnected || this.#revLastError === undefined) this.#log?.warn({ err: describe(err) }, 'revocation stream interrupted; reconnecting');
+            this.#revLastError = describe(err);
+          }
+        }
+        this.#revConnected = false;
+      }
+      if (!this.#running) break;
+      backoffMs = node === undefined ? this.#retryMs : Math.min(30_000, backoffMs === 0 ? 250 : backoffMs * 2);
+      await new Promise<void>((r) => {
+        const t = setTimeout(r, backoffMs);
+        this.#revWake = () => {
+          clearTimeout(t);
+          r();
+        };
+      });
+      this.#revWake = undefined;
+    }
+  }
+
+  /**
+   * A `subject-revoked` for a SPIFFE ID: drop the cached X.509 and JWT SVIDs
+   * of every entry naming it, tell the Workload API streams at once, and ask
+   * the server again (its policy check decides whether a new one is issued).
+   */
+  revoke(e: AgentRevocation): void {
+    if (this.#revCursor === undefined || e.cursor > this.#revCursor) this.#revCursor = e.cursor;
+    this.#revLastHeardMs = this.#clock.nowMs();
+    const ids = [...this.#entries.values()].filter((x) => x.spiffeId === e.subject).map((x) => x.id);
+    if (ids.length === 0) return;
+    for (const id of ids) {
+      this.#dropEntry(id, false);
+      this.#revoked.set(id, { reason: e.reason, at: e.at });
+    }
+    this.#log?.warn({ spiffeId: e.subject, reason: e.reason, entries: ids }, 'workload revoked; its cached SVIDs are no longer served');
+    this.#notify();
+    if (this.#running) void this.tick();
+  }
+
+  /** Policy refuses this entry's SVIDs now: drop what is cached and keep asking at each sync. */
+  #policyRefused(id: string, err: unknown): void {
+    const d = describe(err);
+    const first = !this.#forbidden.has(id);
+    this.#forbidden.set(id, { ...d, at: iso(this.#clock.nowMs()) });
+    const had = this.#x509.has(id) || [...this.#jwt.values()].some((j) => j.entryId === id);
+    this.#dropEntry(id, false);
+    this.#x509RetryMs.set(id, this.#clock.nowMs() + this.#syncMs);
+    if (first) this.#log?.warn({ entryId: id, err: d }, 'the server refuses this workload\'s SVIDs by policy; not served');
+    if (had) this.#notify();
   }
 
   /** Do everything that is due now. Ticks never overlap; a tick never throws. */
@@ -484,6 +598,7 @@ export class WorkloadAgent implements WorkloadIdentitySource {
     const kind = classify(err);
     if (kind === 'refused') await this.#nodeRefused(err);
     else if (kind === 'outage') this.#serverDown(err);
+    else if (kind === 'forbidden') this.#serverOk();
     else {
       this.#lastError = describe(err);
       this.#log?.warn({ err: describe(err) }, `${what} failed`);
@@ -535,7 +650,12 @@ export class WorkloadAgent implements WorkloadIdentitySource {
     this.#x509.delete(id);
     this.#x509RetryMs.delete(id);
     for (const [k, j] of this.#jwt) if (j.entryId === id) this.#jwt.delete(k);
-    if (gone) this.#entries.delete(id);
+    this.#generation.set(id, (this.#generation.get(id) ?? 0) + 1);
+    if (gone) {
+      this.#entries.delete(id);
+      this.#forbidden.delete(id);
+      this.#revoked.delete(id);
+    }
   }
 
   async #refreshBundle(): Promise<boolean> {
@@ -582,13 +702,15 @@ export class WorkloadAgent implements WorkloadIdentitySource {
     const p = (async () => {
       const entry = this.#entries.get(id);
       if (entry === undefined || this.#node === undefined) return;
+      const generation = this.#generation.get(id) ?? 0;
       try {
         const key = await newKey();
         const issued = await this.#api.issueX509(this.#credential(), id, key.spki);
         const now = this.#clock.nowMs();
         if (issued.spiffeId !== entry.spiffeId) throw invalidResponse(`the server returned an SVID for \`${issued.spiffeId}\`, not \`${entry.spiffeId}\``);
         const serial = checkLeaf(issued.certChainDer, key.spki, entry.spiffeId, now);
-        if (this.#entries.get(id) !== entry) return; // the entry changed or went away meanwhile
+        // The entry changed or went away meanwhile, or its SVIDs were revoked while this was in flight.
+        if (this.#entries.get(id) !== entry || (this.#generation.get(id) ?? 0) !== generation) return;
         this.#x509.set(id, {
           spiffeId: entry.spiffeId,
           chain: issued.certChainDer,
@@ -599,12 +721,14 @@ export class WorkloadAgent implements WorkloadIdentitySource {
           revision: revisionOf(entry),
         });
         this.#x509RetryMs.delete(id);
+        this.#forbidden.delete(id);
         this.#serverOk();
         ok = true;
         this.#log?.info({ entryId: id, spiffeId: entry.spiffeId, serial, expiresAt: iso(issued.notAfterMs) }, 'x509-svid issued');
       } catch (err) {
         this.#x509RetryMs.set(id, this.#clock.nowMs() + this.#retryMs);
         const kind = await this.#failed(err, 'x509-svid issuance');
+        if (kind === 'forbidden') this.#policyRefused(id, err);
         if (kind === 'gone') {
           this.#log?.info({ entryId: id }, 'entry removed on the server; no longer served');
           this.#dropEntry(id, true);
@@ -672,7 +796,7 @@ export class WorkloadAgent implements WorkloadIdentitySource {
         out.push({ spiffeId: j.spiffeId, token: j.token });
       } catch (err) {
         const kind = classify(err);
-        if (kind === 'gone' || kind === 'refused') continue;
+        if (kind === 'gone' || kind === 'refused' || kind === 'forbidden') continue;
         if (kind === 'outage') {
           throw agentErrors.error('ERR_IDENTITY_AGENT_SERVER_UNAVAILABLE', 'the Writ server is unreachable and no cached JWT-SVID is valid', { cause: err });
         }
@@ -690,12 +814,14 @@ export class WorkloadAgent implements WorkloadIdentitySource {
     if (cached !== undefined && now < cached.renewAtMs) return cached;
     let p = this.#jwtInFlight.get(key);
     if (p === undefined) {
+      const generation = this.#generation.get(entry.id) ?? 0;
       p = (async () => {
         const issued = await this.#api.issueJwt(this.#credential(), entry.id, audience);
         if (issued.spiffeId !== entry.spiffeId) throw invalidResponse(`the server returned a JWT-SVID for \`${issued.spiffeId}\`, not \`${entry.spiffeId}\``);
         const at = this.#clock.nowMs();
         const j = { entryId: entry.id, spiffeId: entry.spiffeId, token: issued.token, expiresAtMs: issued.expiresAtMs, renewAtMs: halfLife(at, issued.issuedAtMs, issued.expiresAtMs) };
-        if (this.#entries.get(entry.id) === entry) this.#jwt.set(key, j);
+        if (this.#entries.get(entry.id) === entry && (this.#generation.get(entry.id) ?? 0) === generation) this.#jwt.set(key, j);
+        this.#forbidden.delete(entry.id);
         this.#serverOk();
         return j;
       })().finally(() => this.#jwtInFlight.delete(key));
@@ -705,7 +831,8 @@ export class WorkloadAgent implements WorkloadIdentitySource {
       return await p;
     } catch (err) {
       const kind = await this.#failed(err, 'jwt-svid issuance');
-      if (kind === 'outage' && cached !== undefined && this.#clock.nowMs() < cached.expiresAtMs) return cached;
+      if (kind === 'outage' && cached !== undefined && this.#jwt.get(key) === cached && this.#clock.nowMs() < cached.expiresAtMs) return cached;
+      if (kind === 'forbidden') this.#policyRefused(entry.id, err);
       if (kind === 'gone') {
         this.#dropEntry(entry.id, true);
         this.#notify();
@@ -760,9 +887,12 @@ export class WorkloadAgent implements WorkloadIdentitySource {
         spiffeId: e.spiffeId,
         selectors: [...e.selectors],
         ...(s === undefined || now >= s.expiresAtMs ? {} : { x509: { serial: s.serial, expiresAt: iso(s.expiresAtMs), renewAt: iso(s.renewAtMs) } }),
+        ...(this.#forbidden.has(e.id) ? { refusal: { ...(this.#forbidden.get(e.id) as { code: string; message: string; at: string }) } } : {}),
+        ...(this.#revoked.has(e.id) ? { revoked: { ...(this.#revoked.get(e.id) as { reason: string; at: string }) } } : {}),
       };
     });
     const served = entries.filter((e) => e.x509 !== undefined).length;
+    const refused = entries.filter((e) => e.refusal !== undefined).length;
     let state: AgentStatus['state'];
     let message: string;
     if (node === undefined && this.#refused) {
@@ -777,7 +907,7 @@ export class WorkloadAgent implements WorkloadIdentitySource {
       message = 'attesting and fetching entries';
     } else {
       state = 'ready';
-      message = `serving ${served} of ${entries.length} entries`;
+      message = `serving ${served} of ${entries.length} entries${refused === 0 ? '' : `; ${refused} refused by policy`}`;
     }
     return {
       state,
@@ -794,6 +924,13 @@ export class WorkloadAgent implements WorkloadIdentitySource {
         : { bundle: { trustDomain: `spiffe://${bundle.trustDomain.name}`, ...(bundle.sequence === undefined ? {} : { sequence: bundle.sequence }), refreshAt: iso(this.#bundleRefreshMs) } }),
       entries,
       jwtSvidsCached: this.#jwt.size,
+      revocations: {
+        following: this.#revFollowing !== undefined && this.#running,
+        connected: this.#revConnected,
+        ...(this.#revCursor === undefined ? {} : { cursor: this.#revCursor }),
+        ...(this.#revLastHeardMs === undefined ? {} : { lastHeardAt: iso(this.#revLastHeardMs) }),
+        ...(this.#revLastError === undefined ? {} : { lastError: { ...this.#revLastError } }),
+      },
       message,
     };
   }

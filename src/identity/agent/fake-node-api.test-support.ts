@@ -13,6 +13,7 @@ import { CaManager } from '../ca.ts';
 import { MemoryCaKeyStore } from '../memory-ca-key-store.test-support.ts';
 import { validateX509Svid } from '../x509-svid.ts';
 import { agentErrors } from './errors.ts';
+import { identityErrors } from '../errors.ts';
 import type { AgentEntry, IssuedJwtSvid, IssuedNodeSvid, IssuedX509Svid, NodeApi, NodeAttestationEvidence, AgentNodeCredential } from './node-api.ts';
 
 /** Error codes the fake server answers with (stand-ins for the server's own). */
@@ -59,6 +60,10 @@ export class FakeNodeServer implements NodeApi {
   readonly #evicted = new Set<string>();
   /** While true every call fails as if the server were down. */
   outage = false;
+  /** SPIFFE IDs whose SVIDs policy forbids now (`ERR_IDENTITY_SVID_FORBIDDEN`, as the real server's policy check). */
+  readonly forbidden = new Set<string>();
+  /** When set, X.509-SVID issuance waits for it after the checks (an issuance held in flight). */
+  hold: Promise<void> | undefined;
   /** Every call, by method name, in order. */
   readonly calls: string[] = [];
 
@@ -136,6 +141,10 @@ export class FakeNodeServer implements NodeApi {
     return e;
   }
 
+  #policy(spiffeId: string): void {
+    if (this.forbidden.has(spiffeId)) throw identityErrors.error('ERR_IDENTITY_SVID_FORBIDDEN', `policy forbids issuing an SVID of \`${spiffeId}\` now (posture-floor)`);
+  }
+
   async #nodeSvid(nodeId: string, publicKey: Uint8Array): Promise<IssuedNodeSvid> {
     const svid = await this.ca.issueX509Svid({ spiffeId: nodeId, publicKey, ttlMs: this.#nodeTtlMs });
     return { spiffeId: nodeId, certChainDer: svid.chain, notBeforeMs: svid.notBefore.getTime(), notAfterMs: svid.notAfter.getTime() };
@@ -165,6 +174,8 @@ export class FakeNodeServer implements NodeApi {
   async issueX509(credential: AgentNodeCredential, entryId: string, publicKey: Uint8Array): Promise<IssuedX509Svid> {
     this.#call('issueX509');
     const e = this.#entryFor(this.#authenticate(credential), entryId);
+    this.#policy(e.spiffeId);
+    await this.hold;
     const svid = await this.ca.issueX509Svid({ spiffeId: e.spiffeId, publicKey, ttlMs: e.x509TtlMs ?? this.#x509TtlMs });
     return { spiffeId: e.spiffeId, certChainDer: svid.chain, notBeforeMs: svid.notBefore.getTime(), notAfterMs: svid.notAfter.getTime() };
   }
@@ -172,6 +183,7 @@ export class FakeNodeServer implements NodeApi {
   async issueJwt(credential: AgentNodeCredential, entryId: string, audience: readonly string[]): Promise<IssuedJwtSvid> {
     this.#call('issueJwt');
     const e = this.#entryFor(this.#authenticate(credential), entryId);
+    this.#policy(e.spiffeId);
     const svid = await this.ca.signJwtSvid({ spiffeId: e.spiffeId, audience, ttlMs: e.jwtTtlMs ?? this.#jwtTtlMs });
     return { spiffeId: e.spiffeId, token: svid.token, issuedAtMs: svid.issuedAt.getTime(), expiresAtMs: svid.expiresAt.getTime() };
   }

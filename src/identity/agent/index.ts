@@ -30,6 +30,8 @@ export type {
   AgentNodeCredential,
   IssuedNodeSvid,
   AgentEntry,
+  AgentRevocation,
+  RevocationListener,
   IssuedX509Svid,
   IssuedJwtSvid,
 } from './node-api.ts';

@@ -14,9 +14,31 @@
  * - 401 / 403: the server refuses this node (node evicted, credential
  *   unknown or expired); the agent stops serving every entry;
  * - 404 on an entry: the entry is gone; the agent stops serving it;
+ * - `ERR_IDENTITY_SVID_FORBIDDEN` (403) on an SVID request: policy forbids
+ *   this workload's SVIDs now; the agent drops that entry's cached SVIDs,
+ *   reports the refusal in its status and asks again at the next sync;
  * - any other 4xx: the request itself was refused.
  */
 import type { Selector } from './selectors.ts';
+
+/** A `subject-revoked` event for a workload this node serves (no key material). */
+export interface AgentRevocation {
+  /** Position on the server's revocation bus; resume after it. */
+  readonly cursor: number;
+  /** The revoked SPIFFE ID. */
+  readonly subject: string;
+  readonly reason: string;
+  readonly at: string;
+}
+
+/** What {@link NodeApi.followRevocations} reports while the stream is open. */
+export interface RevocationListener {
+  /** The stream is open (the server accepted the node). */
+  opened(): void;
+  revoked(event: AgentRevocation): void;
+  /** The server is alive; `cursor` is where a resumed stream starts. */
+  heartbeat(cursor: number): void;
+}
 
 /** What a node presents to be attested: a single-use join token or an OIDC/JWT token. */
 export type NodeAttestationEvidence =
@@ -99,4 +121,12 @@ export interface NodeApi {
   issueJwt(credential: AgentNodeCredential, entryId: string, audience: readonly string[]): Promise<IssuedJwtSvid>;
   /** The trust bundle of the server's trust domain as a SPIFFE bundle document (JSON text or object). */
   fetchBundle(credential: AgentNodeCredential): Promise<string | object>;
+  /**
+   * Follow the revocations of this node's workloads (`GET
+   * /node/v1/revocations/stream`) from after `fromCursor` (`undefined`: from
+   * now) until `signal` aborts; rejects (classified as above) when the
+   * stream cannot be opened or ends. Optional: without it the agent learns of
+   * revocations only from refused issuance.
+   */
+  followRevocations?(credential: AgentNodeCredential, fromCursor: number | undefined, listener: RevocationListener, signal: AbortSignal): Promise<void>;
 }
