@@ -205,3 +205,19 @@ test('policy lines stay right in a long file, and recompiling an unchanged file 
   assert.deepEqual(b.set.policies.slice(0, n), a.set.policies.slice(0, n));
   assert.deepEqual(b.set.policies[n]?.scope.action, { kind: 'set', keys: new Set(['Writ::Action::"http:HEAD"']) });
 });
+
+test('mayForbid: true only when a forbid scope can match the action and the principal and resource types', () => {
+  const q = { principalType: 'Writ::Workload', actionKey: 'Writ::Action::"credential/issue"', resourceType: 'Writ::Workload' };
+  const set = (text: string) => {
+    const r = compilePolicySet(src([{ path: 'a.cedar', text }]));
+    assert.equal(r.ok, true, JSON.stringify(r));
+    if (!r.ok) throw new Error('unreachable');
+    return r.set;
+  };
+  assert.equal(set(GOOD).mayForbid(q), false, 'permits only');
+  assert.equal(set('@id("f")\nforbid (principal, action == Writ::Action::"http:GET", resource);\n').mayForbid(q), false, 'another action');
+  assert.equal(set('@id("f")\nforbid (principal is Writ::Agent, action, resource);\n').mayForbid(q), false, 'another principal type');
+  assert.equal(set('@id("f")\nforbid (principal, action, resource is Writ::Service);\n').mayForbid(q), false, 'another resource type');
+  assert.equal(set('@id("f")\nforbid (principal, action, resource) when { context has posture && context.posture.score < 50 };\n').mayForbid(q), true, 'unscoped forbid');
+  assert.equal(set('@id("f")\nforbid (principal == Writ::Workload::"spiffe://x/y", action in [Writ::Action::"credential/issue"], resource);\n').mayForbid(q), true, 'an == scope of the type');
+});

@@ -29,7 +29,7 @@ import { policyErrors } from './errors.ts';
 import { buildSchemaInfo, uidKey } from './schema-info.ts';
 import type { SchemaInfo } from './schema-info.ts';
 import { ScopeIndex, scopeOf } from './slice.ts';
-import type { PolicyScope, SliceRequest } from './slice.ts';
+import type { EntityScope, PolicyScope, SliceRequest } from './slice.ts';
 
 /** A text file of a policy source, with the path it is reported under. */
 export interface SourceFile {
@@ -146,6 +146,7 @@ export class CompiledPolicySet {
   readonly entities: ReadonlyMap<string, EntityJson>;
   readonly #index: ScopeIndex;
   readonly #memo = new Map<string, Slice>();
+  readonly #forbidMemo = new Map<string, boolean>();
 
   constructor(init: {
     version: string;
@@ -176,6 +177,27 @@ export class CompiledPolicySet {
       preparsed.add(id);
     }
     return id;
+  }
+
+  /**
+   * Whether some `forbid` policy's scope can match a request of this action
+   * with a principal and a resource of these types. False means no request of
+   * that shape can be forbidden by this set: a caller that only needs to know
+   * "is it forbidden?" need not ask Cedar. `principalKey`/`resourceKey` are
+   * not known here, so an `==` scope on the type counts as a possible match.
+   *
+   * @example
+   * set.mayForbid({ principalType: 'Writ::Workload', actionKey: 'Writ::Action::"credential/issue"', resourceType: 'Writ::Workload' });
+   */
+  mayForbid(q: { readonly principalType: string; readonly actionKey: string; readonly resourceType: string }): boolean {
+    const key = `${q.principalType}|${q.actionKey}|${q.resourceType}`;
+    let v = this.#forbidMemo.get(key);
+    if (v === undefined) {
+      const fits = (e: EntityScope, type: string) => e.kind === 'any' || e.type === type;
+      v = this.policies.some((p) => p.effect === 'forbid' && fits(p.scope.principal, q.principalType) && fits(p.scope.resource, q.resourceType) && (p.scope.action.kind === 'any' || p.scope.action.keys.has(q.actionKey)));
+      this.#forbidMemo.set(key, v);
+    }
+    return v;
   }
 
   /**

@@ -14,7 +14,7 @@ import type { AuditActor, AuditSink, Clock, WritConfig } from '../kernel/index.t
 import { CaManager, IdentityIssuer, OidcAttestor, attestationErrors, decodeKek, kekErrors, kekModeIsInsecure, nodeIdOf, parseOidcIssuers } from '../identity/index.ts';
 import type { CaKeyKind, IdentityStore, IssuerContext, NodeRecord, RegistrationEntry, SvidIssuanceGate, X509Svid } from '../identity/index.ts';
 import type { RevocationBus, RevocationEvent } from '../signals/index.ts';
-import type { Decider } from '../policy/index.ts';
+import type { CompiledPolicySet, Decider } from '../policy/index.ts';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -145,8 +145,15 @@ const NO_PERMIT = 'no-matching-permit';
  * @example
  * identity.issuer.setIssuanceGate(svidIssuanceGate(policy.decider));
  */
-export function svidIssuanceGate(decider: Decider): SvidIssuanceGate {
+export function svidIssuanceGate(decider: Decider, engine?: { readonly active: CompiledPolicySet | undefined }): SvidIssuanceGate {
   return async ({ spiffeId, correlationId }) => {
+    // Only a forbid refuses: when the active set has no forbid whose scope can match this
+    // question, the answer is known without asking Cedar (and issuance stays near the raw
+    // signing rate). Any set with such a forbid is asked, and its decision is audited.
+    const active = engine?.active;
+    if (active !== undefined && !active.mayForbid({ principalType: 'Writ::Workload', actionKey: 'Writ::Action::"credential/issue"', resourceType: 'Writ::Workload' })) {
+      return { verdict: 'issue', reasons: ['no-applicable-forbid'], policies: [] };
+    }
     const principal = { type: 'Writ::Workload', id: spiffeId };
     const d = await decider.decide({
       principal,

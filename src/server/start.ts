@@ -132,7 +132,7 @@ export async function startServer(sources: ConfigSources & { logStream?: NodeJS.
     const pdp0 = policy;
     const oauth = await startOAuth({ config, clock: systemClock, audit, decide: (r) => pdp0.decider.decide(r), bundles: () => served0.issuer.bundle(), jtis: store.identity, leases: creds.leases, tasks: taskLookup(store.credentials), clients: store.oauthClients, signingSecret: served0.kek.kek });
     // A workload SVID is not issued while a `forbid` policy matches its `credential/issue` (docs/identity-api.md).
-    identity.issuer.setIssuanceGate(svidIssuanceGate(policy.decider));
+    identity.issuer.setIssuanceGate(svidIssuanceGate(policy.decider, policy.engine));
     // Agents follow revocations of the workloads they serve on the node API (GET /node/v1/revocations/stream).
     // buildApp hands this object to registerIdentityRoutes as it is (NodeApiWiring); `url` is set once TLS listens.
     const tlsRef: { url: string | undefined } & NodeApiWiring = { url: undefined, revocations: { bus: signals.bus, heartbeatMs: config['revocations.heartbeatMs'], audit } };
