@@ -61,6 +61,36 @@ describe('AuditWriter', () => {
     await w.close();
   });
 
+  it('under load, the next batch waits one turn so the callers just served join the events already waiting', async () => {
+    const store = new MemoryAuditStore();
+    store.commitDelayMs = 20;
+    const w = new AuditWriter(store, clock, { ...opts, flushEvents: 20, flushDelayMs: 1_000_000 });
+    // Twenty callers, each appending a second event as soon as its first is durable.
+    const first = Array.from({ length: 20 }, (_, i) => w.append(ev(i)).then(() => w.append(ev(100 + i))));
+    // While the first batch is written, twenty more arrive: flushEvents wait.
+    await new Promise((r) => setImmediate(r));
+    assert.equal(store.commits, 0, 'the first batch is still being written');
+    const waiting = Array.from({ length: 20 }, (_, i) => w.append(ev(200 + i)));
+    await Promise.all([...first, ...waiting]);
+    assert.equal(store.commits, 2, 'the twenty waiting and the twenty follow-ups share the second commit');
+    assert.equal(w.stats.lastBatchSize, 40);
+    assert.equal((await verifyChain(store)).ok, true);
+    await w.close();
+  });
+
+  it('flush resolves only once events queued during a running write are durable too', async () => {
+    const store = new MemoryAuditStore();
+    store.commitDelayMs = 20;
+    const w = new AuditWriter(store, clock, { ...opts, flushEvents: 1, flushDelayMs: 1_000_000 });
+    const a = w.append(ev(1));
+    await new Promise((r) => setImmediate(r));
+    const b = w.append(ev(2));
+    await w.flush();
+    assert.equal(store.rows.length, 2, 'both events are stored when flush resolves');
+    assert.deepEqual([(await a).seq, (await b).seq], [1, 2]);
+    await w.close();
+  });
+
   it('a batch larger than maxBatchEvents is split into several commits', async () => {
     const store = new MemoryAuditStore();
     const w = new AuditWriter(store, clock, { ...opts, flushEvents: 1000, maxBatchEvents: 50, flushDelayMs: 1 });

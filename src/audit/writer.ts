@@ -3,7 +3,10 @@
  * a batch is sealed and written in one durable transaction as soon as
  * `flushEvents` wait or `flushDelayMs` after the first one arrived. While a
  * batch is being written, new events gather into the next, so under load the
- * batches grow (up to `maxBatchEvents`) and the commit cost is shared.
+ * batches grow (up to `maxBatchEvents`) and the commit cost is shared. Right
+ * after a write, the next batch is written at the next turn of the event loop
+ * (at once only when a full batch waits), so the callers just served, who
+ * append again at once, share that commit with the events already waiting.
  * `append` resolves only after the event's transaction committed.
  */
 import type { AuditEventInput, AuditRecord, AuditSink, Clock } from '../kernel/index.ts';
@@ -81,13 +84,16 @@ export class AuditWriter implements AuditSink {
 
   /** Resolves when everything appended so far is durable. */
   async flush(): Promise<void> {
-    this.#clearTimer();
-    if (this.#immediate !== undefined) {
-      clearImmediate(this.#immediate);
-      this.#immediate = undefined;
+    for (;;) {
+      this.#clearTimer();
+      if (this.#immediate !== undefined) {
+        clearImmediate(this.#immediate);
+        this.#immediate = undefined;
+      }
+      this.#kick();
+      if (this.#running === undefined) return; // nothing queued, nothing being written
+      await this.#running;
     }
-    this.#kick();
-    while (this.#running !== undefined) await this.#running;
   }
 
   /** Stop accepting events and write what is queued. */
@@ -98,13 +104,16 @@ export class AuditWriter implements AuditSink {
 
   #schedule(): void {
     if (this.#running !== undefined) return; // the running loop picks the queue up
-    if (this.#queue.length >= this.#opts.flushEvents || this.#opts.flushDelayMs === 0) {
+    if (this.#queue.length >= this.#opts.maxBatchEvents || (!this.#justWrote && (this.#queue.length >= this.#opts.flushEvents || this.#opts.flushDelayMs === 0))) {
       this.#clearTimer();
       this.#kick();
     } else if (this.#justWrote) {
       // Under load (a write just ended), waiting `flushDelayMs` only idles the writer while every
       // caller waits for it: write at the next turn of the event loop instead, after the I/O that is
-      // ready then, so the batch still takes everything that arrived in the meantime.
+      // ready then, so the batch still takes everything that arrived in the meantime. Even when
+      // `flushEvents` already wait: the callers of the batch just written are about to append their
+      // next events (their continuations run before that turn), and one commit then carries both
+      // groups instead of two commits each carrying half.
       this.#immediate ??= setImmediate(() => {
         this.#immediate = undefined;
         this.#clearTimer();
@@ -139,8 +148,9 @@ export class AuditWriter implements AuditSink {
   }
 
   async #loop(): Promise<void> {
-    // Group commit: keep writing while events wait; each batch takes all that waited.
-    while (this.#queue.length > 0) {
+    // Group commit: one batch takes all that waited. After it, the loop goes on at once only while a
+    // full batch waits; otherwise `#schedule` writes the rest at the next turn of the event loop.
+    do {
       const batch = this.#queue.splice(0, this.#opts.maxBatchEvents);
       this.stats.queued = this.#queue.length;
       const pending = batch.map((w) => w.pending);
@@ -162,6 +172,6 @@ export class AuditWriter implements AuditSink {
         const err = auditErrors.error('ERR_AUDIT_WRITE_FAILED', 'audit batch could not be written', { cause });
         for (const w of batch) w.reject(err);
       }
-    }
+    } while (this.#queue.length >= this.#opts.maxBatchEvents);
   }
 }
