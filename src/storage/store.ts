@@ -3,7 +3,7 @@
  * context's storage port; the few statements that differ by dialect are
  * marked where they are.
  */
-import { Kysely, Migrator, sql } from 'kysely';
+import { CompiledQuery, Kysely, Migrator, sql } from 'kysely';
 import type { Transaction } from 'kysely';
 import type { AuditQuery, AuditStore, ChainHead, StoredAuditRow } from '../audit/index.ts';
 import type { AdminPrincipalRow, AdminPrincipalStore } from '../governance/index.ts';
@@ -22,8 +22,31 @@ export type StoreKind = 'sqlite' | 'postgres';
 /** Advisory lock key that serializes migrations across replicas ('writ' in ASCII). */
 const MIGRATION_LOCK_KEY = 0x77726974;
 
-/** Rows per multi-row INSERT; keeps bind parameters under both engines' limits. */
-const INSERT_CHUNK = 500;
+/**
+ * Rows per multi-row INSERT of audit events: a batch is written as chunks of
+ * these sizes (largest first), so a handful of statement texts serve every
+ * batch size and the prepared-statement cache of the SQLite adapter keeps
+ * them. 256 rows × 9 columns stays under both engines' bind-parameter limits.
+ */
+const AUDIT_INSERT_CHUNKS = [256, 64, 16, 4, 1] as const;
+
+const AUDIT_COLUMNS = ['seq', 'time', 'action', 'outcome', 'actor_id', 'correlation_id', 'event', 'prev_hash', 'hash'] as const;
+
+/**
+ * The audit log's hot multi-row INSERT as SQL text, built once per engine and
+ * row count: the same statement Kysely compiles from `insertInto('audit_events')`,
+ * without compiling it again for every batch.
+ */
+function auditInsertSql(kind: StoreKind, rows: number): string {
+  const cols = AUDIT_COLUMNS.length;
+  const tuples: string[] = [];
+  for (let r = 0; r < rows; r++) {
+    const ps: string[] = [];
+    for (let c = 1; c <= cols; c++) ps.push(kind === 'postgres' ? `$${r * cols + c}` : '?');
+    tuples.push(`(${ps.join(', ')})`);
+  }
+  return `insert into "audit_events" (${AUDIT_COLUMNS.map((c) => `"${c}"`).join(', ')}) values ${tuples.join(', ')}`;
+}
 
 function toRow(r: AuditEventsTable): StoredAuditRow {
   return {
@@ -138,18 +161,33 @@ export class Store implements AuditStore, AdminPrincipalStore {
       const head = await this.#lockHead(trx);
       const rows = sealFn(head);
       if (rows.length === 0) return rows;
-      for (let i = 0; i < rows.length; i += INSERT_CHUNK) {
-        const chunk = rows.slice(i, i + INSERT_CHUNK);
-        await trx
-          .insertInto('audit_events')
-          .values(chunk.map((r) => ({ seq: r.seq, time: r.time, action: r.action, outcome: r.outcome, actor_id: r.actorId, correlation_id: r.correlationId, event: r.event, prev_hash: r.prevHash, hash: r.hash })))
-          .execute();
+      let i = 0;
+      for (const size of AUDIT_INSERT_CHUNKS) {
+        for (; rows.length - i >= size; i += size) {
+          const params: unknown[] = [];
+          for (let j = i; j < i + size; j++) {
+            const r = rows[j] as StoredAuditRow;
+            params.push(r.seq, r.time, r.action, r.outcome, r.actorId, r.correlationId, r.event, r.prevHash, r.hash);
+          }
+          await trx.executeQuery(CompiledQuery.raw(this.#auditInsert(size), params));
+        }
       }
       const last = rows[rows.length - 1];
       if (last === undefined) return rows;
       await trx.updateTable('audit_head').set({ seq: last.seq, hash: last.hash }).where('id', '=', 1).execute();
       return rows;
     });
+  }
+
+  readonly #auditInsertSql = new Map<number, string>();
+
+  #auditInsert(rows: number): string {
+    let text = this.#auditInsertSql.get(rows);
+    if (text === undefined) {
+      text = auditInsertSql(this.kind, rows);
+      this.#auditInsertSql.set(rows, text);
+    }
+    return text;
   }
 
   async #lockHead(trx: Transaction<Database>): Promise<ChainHead> {

@@ -190,6 +190,30 @@ export function storeConformance(name: string, factory: StoreFactory): void {
       assert.equal((await store.readRange(before.seq, 10)).length, 0);
     });
 
+    test('a batch larger than one INSERT statement is stored whole, in order', async () => {
+      const start = (await store.head()).seq;
+      // 345 = 256 + 64 + 16 + 4 + 4 + 1 rows: several statements of every size the store uses.
+      const rows = await store.appendSealed((head) => seal(head, Array.from({ length: 345 }, (_, i) => event(1000 + i))));
+      assert.equal(rows.length, 345);
+      assert.deepEqual(await store.readRange(start, 1000), rows, 'every row read back exactly as sealed, in seq order');
+      assert.deepEqual(await store.head(), { seq: start + 345, hash: rows[344]?.hash });
+      assert.equal((await verifyChain(store)).ok, true);
+    });
+
+    test('a failure in the last INSERT of a large batch rolls back the earlier ones too', async () => {
+      const before = await store.head();
+      await assert.rejects(
+        store.appendSealed((head) => {
+          // 301 = 256 + 16 + 16 + 4 + 4 + 4 + 1: the last row, alone in the last statement,
+          // repeats the first row's seq.
+          const rows = seal(head, Array.from({ length: 301 }, (_, i) => event(2000 + i)));
+          return [...rows.slice(0, 300), { ...(rows[300] as StoredAuditRow), seq: rows[0]?.seq ?? 0 }];
+        }),
+      );
+      assert.deepEqual(await store.head(), before);
+      assert.equal((await store.readRange(before.seq, 10)).length, 0);
+    });
+
     test('concurrent appends never fork the chain', async () => {
       const peer = (await factory.openPeer?.()) ?? store;
       try {
