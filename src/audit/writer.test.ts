@@ -5,7 +5,7 @@ import type { AuditEventInput } from '../kernel/index.ts';
 import { AuditWriter } from './writer.ts';
 import { verifyChain } from './verify.ts';
 import { chainHash, GENESIS_HASH } from './chain.ts';
-import { MemoryAuditStore } from './memory-store.test-support.ts';
+import { InOrderMemoryAuditStore, MemoryAuditStore } from './memory-store.test-support.ts';
 
 const clock = new ManualClock(Date.parse('2026-11-22T12:00:00.000Z'));
 const opts = { flushEvents: 100, flushDelayMs: 2, maxBatchEvents: 1000, queueLimit: 10_000 };
@@ -88,6 +88,39 @@ describe('AuditWriter', () => {
     await w.flush();
     assert.equal(store.rows.length, 2, 'both events are stored when flush resolves');
     assert.deepEqual([(await a).seq, (await b).seq], [1, 2]);
+    await w.close();
+  });
+
+  it('a store that commits off the event loop gets the batches through appendInOrder, chained in append order', async () => {
+    const store = new InOrderMemoryAuditStore();
+    store.commitDelayMs = 5;
+    const w = new AuditWriter(store, clock, opts);
+    const recs = await Promise.all(Array.from({ length: 50 }, (_, i) => w.append(ev(i))));
+    assert.deepEqual(recs.map((r) => r.seq), Array.from({ length: 50 }, (_, i) => i + 1));
+    assert.deepEqual(recs.map((r) => r.details.i), Array.from({ length: 50 }, (_, i) => i));
+    assert.equal(store.sealedCalls, 0);
+    assert.ok(store.inOrderCalls >= 1);
+    assert.equal((await verifyChain(store)).ok, true);
+    await w.close();
+  });
+
+  it('with an off-thread store, events that queued during a write are written right after it, without waiting a turn', async () => {
+    const store = new InOrderMemoryAuditStore();
+    store.commitDelayMs = 20;
+    const w = new AuditWriter(store, clock, { ...opts, flushEvents: 1, flushDelayMs: 1_000_000 });
+    const first = w.append(ev(1));
+    await new Promise((r) => setImmediate(r));
+    const second = w.append(ev(2));
+    // The next batch is handed over when the first resolves, in the same turn: the store then
+    // commits while the callers just served go on (the event loop is not blocked by the commit).
+    let handedOver = -1;
+    void first.then(() => {
+      handedOver = store.inOrderCalls;
+    });
+    await first;
+    await Promise.resolve();
+    assert.equal(handedOver, 2, 'the second batch was handed over before the first caller resumed');
+    assert.equal((await second).seq, 2);
     await w.close();
   });
 

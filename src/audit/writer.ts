@@ -7,6 +7,10 @@
  * after a write, the next batch is written at the next turn of the event loop
  * (at once only when a full batch waits), so the callers just served, who
  * append again at once, share that commit with the events already waiting.
+ * A store that commits off the event loop (`appendInOrder`, SQLite's worker)
+ * instead gets the next batch as soon as the previous one committed: there
+ * the commit does not block this thread, so the callers just served sign
+ * their next requests while it runs.
  * `append` resolves only after the event's transaction committed.
  */
 import type { AuditEventInput, AuditRecord, AuditSink, Clock } from '../kernel/index.ts';
@@ -104,7 +108,9 @@ export class AuditWriter implements AuditSink {
 
   #schedule(): void {
     if (this.#running !== undefined) return; // the running loop picks the queue up
-    if (this.#queue.length >= this.#opts.maxBatchEvents || (!this.#justWrote && (this.#queue.length >= this.#opts.flushEvents || this.#opts.flushDelayMs === 0))) {
+    // Off-thread commits: under load, hand the next batch over at once (see the module doc).
+    const offThread = this.#store.appendInOrder !== undefined;
+    if (this.#queue.length >= this.#opts.maxBatchEvents || (offThread && this.#justWrote) || (!this.#justWrote && (this.#queue.length >= this.#opts.flushEvents || this.#opts.flushDelayMs === 0))) {
       this.#clearTimer();
       this.#kick();
     } else if (this.#justWrote) {
@@ -155,7 +161,7 @@ export class AuditWriter implements AuditSink {
       this.stats.queued = this.#queue.length;
       const pending = batch.map((w) => w.pending);
       try {
-        const rows = await this.#store.appendSealed((head) => seal(head, pending));
+        const rows = this.#store.appendInOrder !== undefined ? await this.#store.appendInOrder(pending) : await this.#store.appendSealed((head) => seal(head, pending));
         this.stats.batches += 1;
         this.stats.lastBatchSize = rows.length;
         this.stats.appended += rows.length;
@@ -172,6 +178,6 @@ export class AuditWriter implements AuditSink {
         const err = auditErrors.error('ERR_AUDIT_WRITE_FAILED', 'audit batch could not be written', { cause });
         for (const w of batch) w.reject(err);
       }
-    } while (this.#queue.length >= this.#opts.maxBatchEvents);
+    } while (this.#queue.length >= (this.#store.appendInOrder !== undefined ? 1 : this.#opts.maxBatchEvents));
   }
 }

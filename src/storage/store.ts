@@ -5,10 +5,12 @@
  */
 import { CompiledQuery, Kysely, Migrator, sql } from 'kysely';
 import type { Transaction } from 'kysely';
-import type { AuditQuery, AuditStore, ChainHead, StoredAuditRow } from '../audit/index.ts';
+import type { AuditQuery, AuditStore, ChainHead, SealInput, StoredAuditRow } from '../audit/index.ts';
+import type { SqliteAuditAppender } from './sqlite/audit-appender.ts';
 import type { AdminPrincipalRow, AdminPrincipalStore } from '../governance/index.ts';
 import type { Database, AuditEventsTable } from './schema.ts';
 import { migrationProvider, MIGRATION_NAMES } from './migrations.ts';
+import { AUDIT_INSERT_CHUNKS, auditInsertSql } from './audit-sql.ts';
 import { storageErrors } from './errors.ts';
 import { IdentityTables } from './identity-store.ts';
 import { CredentialTables } from './credentials-store.ts';
@@ -21,32 +23,6 @@ export type StoreKind = 'sqlite' | 'postgres';
 
 /** Advisory lock key that serializes migrations across replicas ('writ' in ASCII). */
 const MIGRATION_LOCK_KEY = 0x77726974;
-
-/**
- * Rows per multi-row INSERT of audit events: a batch is written as chunks of
- * these sizes (largest first), so a handful of statement texts serve every
- * batch size and the prepared-statement cache of the SQLite adapter keeps
- * them. 256 rows × 9 columns stays under both engines' bind-parameter limits.
- */
-const AUDIT_INSERT_CHUNKS = [256, 64, 16, 4, 1] as const;
-
-const AUDIT_COLUMNS = ['seq', 'time', 'action', 'outcome', 'actor_id', 'correlation_id', 'event', 'prev_hash', 'hash'] as const;
-
-/**
- * The audit log's hot multi-row INSERT as SQL text, built once per engine and
- * row count: the same statement Kysely compiles from `insertInto('audit_events')`,
- * without compiling it again for every batch.
- */
-function auditInsertSql(kind: StoreKind, rows: number): string {
-  const cols = AUDIT_COLUMNS.length;
-  const tuples: string[] = [];
-  for (let r = 0; r < rows; r++) {
-    const ps: string[] = [];
-    for (let c = 1; c <= cols; c++) ps.push(kind === 'postgres' ? `$${r * cols + c}` : '?');
-    tuples.push(`(${ps.join(', ')})`);
-  }
-  return `insert into "audit_events" (${AUDIT_COLUMNS.map((c) => `"${c}"`).join(', ')}) values ${tuples.join(', ')}`;
-}
 
 function toRow(r: AuditEventsTable): StoredAuditRow {
   return {
@@ -90,12 +66,17 @@ export class Store implements AuditStore, AdminPrincipalStore {
   readonly ssf: SsfTables;
   /** The credentials context's OAuth client registry. */
   readonly oauthClients: OAuthClientTables;
+  /** SQLite on a file: audit batches are committed by a worker thread (see `sqlite/audit-worker.ts`). */
+  readonly appendInOrder?: (events: readonly SealInput[]) => Promise<readonly StoredAuditRow[]>;
+  readonly #auditAppender: SqliteAuditAppender | undefined;
   #closed = false;
 
-  constructor(kind: StoreKind, db: Kysely<Database>, location: string) {
+  constructor(kind: StoreKind, db: Kysely<Database>, location: string, auditAppender?: SqliteAuditAppender) {
     this.kind = kind;
     this.db = db;
     this.location = location;
+    this.#auditAppender = auditAppender;
+    if (auditAppender !== undefined) this.appendInOrder = (events) => auditAppender.append(events);
     this.identity = new IdentityTables(kind, db);
     this.credentials = new CredentialTables(kind, db);
     this.signals = new SignalTables(db);
@@ -151,6 +132,7 @@ export class Store implements AuditStore, AdminPrincipalStore {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    await this.#auditAppender?.close();
     await this.db.destroy();
   }
 

@@ -69,6 +69,13 @@ export function storeConformance(name: string, factory: StoreFactory): void {
         if (skipReason !== undefined) return t.skip(skipReason);
         await fn();
       });
+    /** For stores that commit audit batches off the event loop (`appendInOrder`). */
+    const inOrderTest = (title: string, fn: (appendInOrder: NonNullable<Store['appendInOrder']>) => Promise<void>) =>
+      it(title, async (t) => {
+        if (skipReason !== undefined) return t.skip(skipReason);
+        if (store.appendInOrder === undefined) return t.skip('this store seals audit batches on the caller\'s thread only');
+        await fn(store.appendInOrder);
+      });
 
     test('oauth clients: inserted once per client id and per SPIFFE ID, found both ways, listed, deleted once', async () => {
       const a = { clientId: 'conf-ci', spiffeId: 'spiffe://example.org/ci', scope: ['deploy'], grantTypes: ['client_credentials'], createdAt: '2026-02-01T00:00:00.000Z' };
@@ -212,6 +219,40 @@ export function storeConformance(name: string, factory: StoreFactory): void {
       );
       assert.deepEqual(await store.head(), before);
       assert.equal((await store.readRange(before.seq, 10)).length, 0);
+    });
+
+    inOrderTest('appendInOrder, where the store commits off the event loop: batches posted together commit in order, durable when resolved', async (appendInOrder) => {
+      const start = await store.head();
+      const batches = [3, 1, 300, 2].map((n, b) => Array.from({ length: n }, (_, i) => event(3000 + b * 1000 + i)));
+      const results = await Promise.all(batches.map((events) => appendInOrder(events)));
+      const all = results.flat();
+      assert.deepEqual(all.map((r) => r.seq), Array.from({ length: 306 }, (_, i) => start.seq + 1 + i), 'in the order posted, without gaps');
+      assert.equal(all[0]?.prevHash, start.hash);
+      assert.deepEqual(all.map((r) => r.event), batches.flat().map((e) => e.canonical));
+      // Read back through the store's own connection: committed, not only written by the worker.
+      assert.deepEqual(await store.readRange(start.seq, 1000), all);
+      assert.deepEqual(await store.head(), { seq: start.seq + 306, hash: all[305]?.hash });
+      assert.equal((await verifyChain(store)).ok, true);
+    });
+
+    inOrderTest('appendInOrder and appendSealed interleaved never fork the chain', async (appendInOrder) => {
+      const start = (await store.head()).seq;
+      await Promise.all(Array.from({ length: 20 }, (_, i) => (i % 2 === 0 ? appendInOrder([event(5000 + i), event(5100 + i)]) : store.appendSealed((head) => seal(head, [event(5200 + i), event(5300 + i)])))));
+      assert.equal((await store.head()).seq, start + 40);
+      assert.equal((await verifyChain(store)).ok, true);
+    });
+
+    inOrderTest('appendInOrder: a batch that cannot be written is rolled back whole and rejected; the next is written', async (appendInOrder) => {
+      const before = await store.head();
+      // A stray row where the batch's second row goes: its INSERT violates the primary key.
+      await store.db.insertInto('audit_events').values({ seq: before.seq + 2, time: 't', action: 'x.y', outcome: 'success', actor_id: 'a', correlation_id: 'c', event: '{}', prev_hash: 'p', hash: 'h' }).execute();
+      await assert.rejects(appendInOrder([event(6000), event(6001), event(6002)]), (e: Error & { errcode?: number }) => e.errcode === 1555 || e.errcode === 2067);
+      assert.deepEqual(await store.head(), before);
+      await store.db.deleteFrom('audit_events').where('seq', '=', before.seq + 2).execute();
+      assert.equal((await store.readRange(before.seq, 10)).length, 0, 'nothing of the failed batch was kept');
+      const rows = await appendInOrder([event(6003)]);
+      assert.deepEqual(rows.map((r) => r.seq), [before.seq + 1]);
+      assert.equal((await verifyChain(store)).ok, true);
     });
 
     test('concurrent appends never fork the chain', async () => {
