@@ -7,15 +7,22 @@
 import { Worker } from 'node:worker_threads';
 import type { SealInput, StoredAuditRow } from '../../audit/index.ts';
 
-/** A batch as posted to the worker: what sealing and the query columns need. */
+/**
+ * A batch as posted to the worker: the canonical events joined by `\n` (canonical JSON has no raw
+ * line break), one string, the cheapest thing to copy between threads. The worker reads the query
+ * columns back from each event, as `writ audit verify` checks them.
+ */
 export interface AuditBatchRequest {
   readonly id: number;
-  readonly events: readonly { canonical: string; time: string; action: string; outcome: SealInput['body']['outcome']; actorId: string; correlationId: string }[];
+  readonly events: string;
 }
 
-/** The worker's answer: each row's place in the chain, or why the batch was rolled back. */
+/**
+ * The worker's answer: where the batch went in the chain (the first seq and the hash it chained
+ * from) and the rows' hashes concatenated (64 hex digits each); or why the batch was rolled back.
+ */
 export type AuditBatchReply =
-  | { readonly id: number; readonly places: readonly (readonly [number, string, string])[] }
+  | { readonly id: number; readonly firstSeq: number; readonly prevHash: string; readonly hashes: string }
   | { readonly id: number; readonly error: { readonly message: string; readonly code: string | undefined; readonly errcode: number | undefined } };
 
 interface Waiting {
@@ -56,12 +63,10 @@ export class SqliteAuditAppender {
 
   append(events: readonly SealInput[]): Promise<readonly StoredAuditRow[]> {
     if (this.#closed) return Promise.reject(new AuditWorkerError('the audit worker is closed'));
+    if (events.length === 0) return Promise.resolve([]);
     const worker = this.#ensureWorker();
     const id = this.#nextId++;
-    const request: AuditBatchRequest = {
-      id,
-      events: events.map((e) => ({ canonical: e.canonical, time: e.body.time, action: e.body.action, outcome: e.body.outcome, actorId: e.body.actor.id, correlationId: e.body.correlationId })),
-    };
+    const request: AuditBatchRequest = { id, events: events.map((e) => e.canonical).join('\n') };
     const done = new Promise<readonly StoredAuditRow[]>((resolve, reject) => {
       this.#waiting.set(id, { events, resolve, reject });
       if (this.#waiting.size === 1) worker.ref();
@@ -106,11 +111,17 @@ export class SqliteAuditAppender {
       w.reject(new AuditWorkerError(reply.error.message, reply.error.code, reply.error.errcode));
       return;
     }
+    if (reply.hashes.length !== w.events.length * 64) {
+      w.reject(new AuditWorkerError('the audit worker answered for a different number of rows'));
+      return;
+    }
     const rows: StoredAuditRow[] = [];
-    for (let i = 0; i < reply.places.length; i++) {
+    let prevHash = reply.prevHash;
+    for (let i = 0; i < w.events.length; i++) {
       const e = w.events[i] as SealInput;
-      const [seq, prevHash, hash] = reply.places[i] as readonly [number, string, string];
-      rows.push({ seq, time: e.body.time, action: e.body.action, outcome: e.body.outcome, actorId: e.body.actor.id, correlationId: e.body.correlationId, event: e.canonical, prevHash, hash });
+      const hash = reply.hashes.slice(i * 64, i * 64 + 64);
+      rows.push({ seq: reply.firstSeq + i, time: e.body.time, action: e.body.action, outcome: e.body.outcome, actorId: e.body.actor.id, correlationId: e.body.correlationId, event: e.canonical, prevHash, hash });
+      prevHash = hash;
     }
     w.resolve(rows);
   }

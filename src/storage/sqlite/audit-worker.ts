@@ -21,11 +21,14 @@ const selectHead = raw.prepare('select "seq", "hash" from "audit_head" where "id
 const updateHead = raw.prepare('update "audit_head" set "seq" = ?, "hash" = ? where "id" = ?');
 const inserts = new Map<number, StatementSync>(AUDIT_INSERT_CHUNKS.map((n) => [n, raw.prepare(auditInsertSql('sqlite', n))]));
 
-function append(events: AuditBatchRequest['events']): StoredAuditRow[] {
-  const pending: SealInput[] = events.map((e) => ({
-    canonical: e.canonical,
-    body: { time: e.time, action: e.action, outcome: e.outcome, actor: { id: e.actorId }, correlationId: e.correlationId },
-  }));
+/** An event's query columns, read from its canonical JSON. */
+function sealInput(canonical: string): SealInput {
+  const body = JSON.parse(canonical) as SealInput['body'];
+  return { canonical, body: { time: body.time, action: body.action, outcome: body.outcome, actor: { id: body.actor.id }, correlationId: body.correlationId } };
+}
+
+function append(events: string): StoredAuditRow[] {
+  const pending = events.split('\n').map(sealInput);
   raw.exec('begin immediate');
   try {
     const head = selectHead.get(1) as { seq: number | bigint; hash: string } | undefined;
@@ -62,7 +65,8 @@ port.on('message', (m: AuditBatchRequest | 'close') => {
   let reply: AuditBatchReply;
   try {
     const rows = append(m.events);
-    reply = { id: m.id, places: rows.map((r) => [r.seq, r.prevHash, r.hash]) };
+    const first = rows[0] as StoredAuditRow;
+    reply = { id: m.id, firstSeq: first.seq, prevHash: first.prevHash, hashes: rows.map((r) => r.hash).join('') };
   } catch (e) {
     const err = e as { message?: unknown; code?: unknown; errcode?: unknown };
     reply = { id: m.id, error: { message: String(err.message ?? e), code: typeof err.code === 'string' ? err.code : undefined, errcode: typeof err.errcode === 'number' ? err.errcode : undefined } };
