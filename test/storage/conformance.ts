@@ -32,7 +32,7 @@ function event(i: number, overrides: Partial<{ action: string; correlationId: st
         actor: { type: 'system', id: 'conformance' },
         outcome: 'success',
         correlationId: overrides.correlationId ?? `c${i}`,
-        details: { i, text: 'ünïcødé ✓ "quoted" \\ back' },
+        details: { i, text: 'ünïcødé ✓ "quoted" \\ back', lines: 'one\ntwo\r\n\u2028three' },
         ...(overrides.time === undefined ? {} : { time: overrides.time }),
       },
       new Date(Date.UTC(2026, 0, 1, 0, 0, i)).toISOString(),
