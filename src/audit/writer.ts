@@ -155,7 +155,8 @@ export class AuditWriter implements AuditSink {
 
   async #loop(): Promise<void> {
     // Group commit: one batch takes all that waited. After it, the loop goes on at once only while a
-    // full batch waits; otherwise `#schedule` writes the rest at the next turn of the event loop.
+    // full batch waits (with an off-thread store: while anything waits); otherwise `#schedule` writes
+    // the rest at the next turn of the event loop.
     do {
       const batch = this.#queue.splice(0, this.#opts.maxBatchEvents);
       this.stats.queued = this.#queue.length;

@@ -6,6 +6,7 @@ import { storeConformance } from './conformance.ts';
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { prepareEvent, toEventBody, verifyChain } from '../../src/audit/index.ts';
+import { SqliteAuditAppender } from '../../src/storage/sqlite/audit-appender.ts';
 
 let dir = '';
 storeConformance('sqlite (file)', {
@@ -46,6 +47,20 @@ describe('sqlite audit worker', () => {
       await mem.close();
       await s.close();
     } finally {
+      rmSync(d, { recursive: true, force: true });
+    }
+  });
+
+  it('a worker that cannot start fails the batches posted to it, and the next append tries a new one', async () => {
+    const d = mkdtempSync(join(tmpdir(), 'writ-sqlite-w-'));
+    // A database without the audit tables: the worker dies preparing its statements.
+    const appender = new SqliteAuditAppender(join(d, 'empty.db'));
+    try {
+      const body = toEventBody({ action: 'test.appended', actor: { type: 'system', id: 'w' }, outcome: 'success', correlationId: 'c1' }, '2026-01-01T00:00:00.000Z');
+      await assert.rejects(appender.append([prepareEvent(body)]), /no such table: audit_head/);
+      await assert.rejects(appender.append([prepareEvent(body)]), /no such table: audit_head/);
+    } finally {
+      await appender.close();
       rmSync(d, { recursive: true, force: true });
     }
   });

@@ -26,6 +26,7 @@ export type AuditBatchReply =
   | { readonly id: number; readonly error: { readonly message: string; readonly code: string | undefined; readonly errcode: number | undefined } };
 
 interface Waiting {
+  readonly worker: Worker;
   readonly events: readonly SealInput[];
   readonly resolve: (rows: readonly StoredAuditRow[]) => void;
   readonly reject: (e: unknown) => void;
@@ -68,7 +69,7 @@ export class SqliteAuditAppender {
     const id = this.#nextId++;
     const request: AuditBatchRequest = { id, events: events.map((e) => e.canonical).join('\n') };
     const done = new Promise<readonly StoredAuditRow[]>((resolve, reject) => {
-      this.#waiting.set(id, { events, resolve, reject });
+      this.#waiting.set(id, { worker, events, resolve, reject });
       if (this.#waiting.size === 1) worker.ref();
       worker.postMessage(request);
     });
@@ -126,11 +127,14 @@ export class SqliteAuditAppender {
     w.resolve(rows);
   }
 
-  /** The worker died: every batch still waiting fails (it may or may not have committed); the next append starts a new worker. */
+  /** A worker died: every batch still waiting on it fails (it may or may not have committed); the next append starts a new worker. */
   #fail(worker: Worker, cause: unknown): void {
     if (this.#worker === worker) this.#worker = undefined;
     const err = cause instanceof Error ? cause : new AuditWorkerError(String(cause));
-    for (const w of this.#waiting.values()) w.reject(err);
-    this.#waiting.clear();
+    for (const [id, w] of this.#waiting) {
+      if (w.worker !== worker) continue; // posted to a newer worker
+      this.#waiting.delete(id);
+      w.reject(err);
+    }
   }
 }
