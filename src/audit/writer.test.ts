@@ -2,7 +2,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { ManualClock, Secret } from '../kernel/index.ts';
 import type { AuditEventInput } from '../kernel/index.ts';
-import { AuditWriter } from './writer.ts';
+import { AuditWriter, OFF_THREAD_MIN_BATCH } from './writer.ts';
 import { verifyChain } from './verify.ts';
 import { chainHash, GENESIS_HASH } from './chain.ts';
 import { InOrderMemoryAuditStore, MemoryAuditStore } from './memory-store.test-support.ts';
@@ -104,23 +104,41 @@ describe('AuditWriter', () => {
     await w.close();
   });
 
-  it('with an off-thread store, events that queued during a write are written right after it, without waiting a turn', async () => {
+  it('with an off-thread store, a batch that queued during a write is handed over right after it, without waiting a turn', async () => {
     const store = new InOrderMemoryAuditStore();
     store.commitDelayMs = 20;
-    const w = new AuditWriter(store, clock, { ...opts, flushEvents: 1, flushDelayMs: 1_000_000 });
-    const first = w.append(ev(1));
+    const w = new AuditWriter(store, clock, { ...opts, flushEvents: 20, flushDelayMs: 1_000_000 });
+    const first = Array.from({ length: 20 }, (_, i) => w.append(ev(i)));
     await new Promise((r) => setImmediate(r));
-    const second = w.append(ev(2));
+    const second = Array.from({ length: 20 }, (_, i) => w.append(ev(100 + i)));
     // The next batch is handed over when the first resolves, in the same turn: the store then
     // commits while the callers just served go on (the event loop is not blocked by the commit).
     let handedOver = -1;
-    void first.then(() => {
+    void (first[0] as Promise<unknown>).then(() => {
       handedOver = store.inOrderCalls;
     });
-    await first;
-    await Promise.resolve();
+    await Promise.all(first);
     assert.equal(handedOver, 2, 'the second batch was handed over before the first caller resumed');
-    assert.equal((await second).seq, 2);
+    assert.deepEqual((await Promise.all(second)).map((r) => r.seq), Array.from({ length: 20 }, (_, i) => 21 + i));
+    assert.equal(store.sealedCalls, 0);
+    await w.close();
+  });
+
+  it('with an off-thread store, a batch smaller than OFF_THREAD_MIN_BATCH is committed on the caller\'s thread', async () => {
+    const store = new InOrderMemoryAuditStore();
+    const w = new AuditWriter(store, clock, opts);
+    // Between the groups the writer goes idle, so each group gathers into one batch.
+    const idle = async () => {
+      for (let i = 0; i < 3; i++) await new Promise((r) => setImmediate(r));
+    };
+    const lone = await w.append(ev(1));
+    await idle();
+    const few = await Promise.all(Array.from({ length: OFF_THREAD_MIN_BATCH - 1 }, (_, i) => w.append(ev(10 + i))));
+    await idle();
+    const many = await Promise.all(Array.from({ length: OFF_THREAD_MIN_BATCH }, (_, i) => w.append(ev(100 + i))));
+    assert.deepEqual([store.sealedCalls, store.inOrderCalls], [2, 1]);
+    assert.deepEqual([lone.seq, few.at(-1)?.seq, many.at(-1)?.seq], [1, OFF_THREAD_MIN_BATCH, 2 * OFF_THREAD_MIN_BATCH]);
+    assert.equal((await verifyChain(store)).ok, true, 'batches taken either way chain in append order');
     await w.close();
   });
 

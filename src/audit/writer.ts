@@ -10,7 +10,9 @@
  * A store that commits off the event loop (`appendInOrder`, SQLite's worker)
  * instead gets the next batch as soon as the previous one committed: there
  * the commit does not block this thread, so the callers just served sign
- * their next requests while it runs.
+ * their next requests while it runs. Batches smaller than
+ * OFF_THREAD_MIN_BATCH are still committed on this thread (a lone caller
+ * would wait longer for the thread round trip than for the commit).
  * `append` resolves only after the event's transaction committed.
  */
 import type { AuditEventInput, AuditRecord, AuditSink, Clock } from '../kernel/index.ts';
@@ -18,6 +20,13 @@ import { toEventBody, prepareEvent, seal } from './chain.ts';
 import type { PendingEvent } from './chain.ts';
 import type { AuditStore } from './ports.ts';
 import { auditErrors } from './errors.ts';
+
+/**
+ * Smallest batch handed to a store's off-thread path (`appendInOrder`). A
+ * smaller one is committed on this thread: for a lone caller the round trip to
+ * another thread costs more than the short commit blocks the event loop.
+ */
+export const OFF_THREAD_MIN_BATCH = 16;
 
 /** Group-commit settings (see the `audit.*` options of the config schema). */
 export interface AuditWriterOptions {
@@ -162,7 +171,11 @@ export class AuditWriter implements AuditSink {
       this.stats.queued = this.#queue.length;
       const pending = batch.map((w) => w.pending);
       try {
-        const rows = this.#store.appendInOrder !== undefined ? await this.#store.appendInOrder(pending) : await this.#store.appendSealed((head) => seal(head, pending));
+        // One batch at a time either way, so a batch committed here and one committed off the thread
+        // still chain in append order.
+        const rows = this.#store.appendInOrder !== undefined && pending.length >= OFF_THREAD_MIN_BATCH
+          ? await this.#store.appendInOrder(pending)
+          : await this.#store.appendSealed((head) => seal(head, pending));
         this.stats.batches += 1;
         this.stats.lastBatchSize = rows.length;
         this.stats.appended += rows.length;
