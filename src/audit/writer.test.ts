@@ -124,7 +124,7 @@ describe('AuditWriter', () => {
     await w.close();
   });
 
-  it('with an off-thread store, a batch smaller than OFF_THREAD_MIN_BATCH is committed on the caller\'s thread', async () => {
+  it('with an off-thread store, a lone caller\'s small batches are committed on its thread, large ones and the next after them off it', async () => {
     const store = new InOrderMemoryAuditStore();
     const w = new AuditWriter(store, clock, opts);
     // Between the groups the writer goes idle, so each group gathers into one batch.
@@ -138,6 +138,13 @@ describe('AuditWriter', () => {
     const many = await Promise.all(Array.from({ length: OFF_THREAD_MIN_BATCH }, (_, i) => w.append(ev(100 + i))));
     assert.deepEqual([store.sealedCalls, store.inOrderCalls], [2, 1]);
     assert.deepEqual([lone.seq, few.at(-1)?.seq, many.at(-1)?.seq], [1, OFF_THREAD_MIN_BATCH, 2 * OFF_THREAD_MIN_BATCH]);
+    // Right after a large batch a small one still goes off the thread; after a small one, not.
+    await idle();
+    await w.append(ev(200));
+    assert.deepEqual([store.sealedCalls, store.inOrderCalls], [2, 2]);
+    await idle();
+    await w.append(ev(201));
+    assert.deepEqual([store.sealedCalls, store.inOrderCalls], [3, 2]);
     assert.equal((await verifyChain(store)).ok, true, 'batches taken either way chain in append order');
     await w.close();
   });

@@ -10,9 +10,8 @@
  * A store that commits off the event loop (`appendInOrder`, SQLite's worker)
  * instead gets the next batch as soon as the previous one committed: there
  * the commit does not block this thread, so the callers just served sign
- * their next requests while it runs. Batches smaller than
- * OFF_THREAD_MIN_BATCH are still committed on this thread (a lone caller
- * would wait longer for the thread round trip than for the commit).
+ * their next requests while it runs. A lone caller's batches (smaller than
+ * OFF_THREAD_MIN_BATCH, after a small one) are still committed on this thread.
  * `append` resolves only after the event's transaction committed.
  */
 import type { AuditEventInput, AuditRecord, AuditSink, Clock } from '../kernel/index.ts';
@@ -22,9 +21,12 @@ import type { AuditStore } from './ports.ts';
 import { auditErrors } from './errors.ts';
 
 /**
- * Smallest batch handed to a store's off-thread path (`appendInOrder`). A
- * smaller one is committed on this thread: for a lone caller the round trip to
- * another thread costs more than the short commit blocks the event loop.
+ * Smallest batch handed to a store's off-thread path (`appendInOrder`) when
+ * the batch before was small too. Such a batch is committed on this thread: a
+ * lone caller gains nothing from the round trip to another thread (nor should
+ * it start one). Right after a large batch, small ones still go off the
+ * thread: under load they come between large ones, and committing them here
+ * would stall the callers the off-thread path keeps running.
  */
 export const OFF_THREAD_MIN_BATCH = 16;
 
@@ -173,7 +175,7 @@ export class AuditWriter implements AuditSink {
       try {
         // One batch at a time either way, so a batch committed here and one committed off the thread
         // still chain in append order.
-        const rows = this.#store.appendInOrder !== undefined && pending.length >= OFF_THREAD_MIN_BATCH
+        const rows = this.#store.appendInOrder !== undefined && (pending.length >= OFF_THREAD_MIN_BATCH || this.stats.lastBatchSize >= OFF_THREAD_MIN_BATCH)
           ? await this.#store.appendInOrder(pending)
           : await this.#store.appendSealed((head) => seal(head, pending));
         this.stats.batches += 1;
