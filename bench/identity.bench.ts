@@ -30,9 +30,10 @@ const RUNS = Number(process.env.WRIT_BENCH_RUNS ?? 5);
  * event, so with N callers the rate cannot pass about N / (2 × commit time) (a
  * caller's event waits for the commit under way, then for its own), whatever
  * the CPU cost. A commit's time grows with the bytes it writes: on the shared
- * 2-CPU machine these figures come from, a commit of ~32 audit events takes
- * 2–3 ms, which caps 64 callers near 13,000/s — a figure of the disk more than
- * of the issuance path. A server in front of many nodes and workloads holds
+ * 2-CPU machine these figures come from, a commit of ~32 audit events took
+ * from 0.5 to 3 ms depending on the other load on the disk, and at 3 ms that
+ * caps 64 callers near 11,000/s — a figure of the disk more than of the
+ * issuance path. A server in front of many nodes and workloads holds
  * hundreds of requests at once (every node agent renews its workloads' SVIDs on
  * its own schedule), so the goal is judged at 256 in flight, and the
  * 64-in-flight figure is reported beside it.
