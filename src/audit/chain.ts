@@ -7,7 +7,7 @@
 import { createHash } from 'node:crypto';
 import { canonicalJson, redact } from '../kernel/index.ts';
 import type { AuditEventInput, AuditRecord, AuditActor, AuditTarget } from '../kernel/index.ts';
-import type { ChainHead, StoredAuditRow } from './ports.ts';
+import type { ChainHead, SealInput, StoredAuditRow } from './ports.ts';
 import { auditErrors } from './errors.ts';
 
 /** prev_hash of the first row. */
@@ -75,7 +75,7 @@ export function prepareEvent(body: AuditEventBody): PendingEvent {
  * @example
  * const rows = seal({ seq: 0, hash: GENESIS_HASH }, [prepareEvent(body)]);
  */
-export function seal(head: ChainHead, events: readonly PendingEvent[]): StoredAuditRow[] {
+export function seal(head: ChainHead, events: readonly SealInput[]): StoredAuditRow[] {
   const rows: StoredAuditRow[] = [];
   let prev = head.hash;
   let seq = head.seq;

@@ -8,6 +8,6 @@ export { verifyChain } from './verify.ts';
 export type { VerifyResult, VerifyFailure } from './verify.ts';
 export { GENESIS_HASH, chainHash, seal, prepareEvent, toEventBody, toRecord } from './chain.ts';
 export type { AuditEventBody, PendingEvent } from './chain.ts';
-export type { AuditStore, StoredAuditRow, ChainHead, AuditQuery } from './ports.ts';
+export type { AuditStore, StoredAuditRow, ChainHead, AuditQuery, SealInput } from './ports.ts';
 export { toOcsf, ocsfMappingFor, OCSF_VERSION } from './ocsf.ts';
 export type { OcsfEvent, OcsfProduct } from './ocsf.ts';

@@ -2,8 +2,8 @@
  * An in-memory AuditStore for the audit context's own unit tests (a fake, not
  * a mock: it keeps the port's contract). Real adapters live in storage/.
  */
-import type { AuditQuery, AuditStore, ChainHead, StoredAuditRow } from './ports.ts';
-import { GENESIS_HASH } from './chain.ts';
+import type { AuditQuery, AuditStore, ChainHead, SealInput, StoredAuditRow } from './ports.ts';
+import { GENESIS_HASH, seal } from './chain.ts';
 
 export class MemoryAuditStore implements AuditStore {
   rows: StoredAuditRow[] = [];
@@ -39,4 +39,27 @@ export class MemoryAuditStore implements AuditStore {
       .filter((r) => r.seq > (q.afterSeq ?? 0) && (q.action === undefined || r.action === q.action) && (q.correlationId === undefined || r.correlationId === q.correlationId) && (q.since === undefined || r.time >= q.since))
       .slice(0, q.limit);
   }
+}
+
+/**
+ * A MemoryAuditStore that also takes batches through `appendInOrder`, as a
+ * store committing off the event loop does; counts which way batches came.
+ */
+export class InOrderMemoryAuditStore extends MemoryAuditStore {
+  sealedCalls = 0;
+  inOrderCalls = 0;
+  #chain: Promise<unknown> = Promise.resolve();
+
+  override appendSealed(sealFn: (head: ChainHead) => readonly StoredAuditRow[]): Promise<readonly StoredAuditRow[]> {
+    this.sealedCalls += 1;
+    return super.appendSealed(sealFn);
+  }
+
+  readonly appendInOrder = (events: readonly SealInput[]): Promise<readonly StoredAuditRow[]> => {
+    this.inOrderCalls += 1;
+    // In the order given, each after the one before, as the SQLite worker does.
+    const done = this.#chain.then(() => super.appendSealed((head) => seal(head, events)));
+    this.#chain = done.catch(() => undefined);
+    return done;
+  };
 }

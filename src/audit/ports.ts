@@ -1,6 +1,13 @@
 /**
  * Ports the audit context needs from a store.
  */
+import type { AuditRecord } from '../kernel/index.ts';
+
+/** What sealing reads of a prepared event: its canonical form (hashed) and the body's query columns. */
+export interface SealInput {
+  readonly canonical: string;
+  readonly body: Pick<AuditRecord, 'time' | 'action' | 'outcome' | 'correlationId'> & { readonly actor: { readonly id: string } };
+}
 
 /** One stored row of the chain. `event` is the canonical JSON of the event body. */
 export interface StoredAuditRow {
@@ -45,6 +52,13 @@ export interface AuditStore {
    * INVARIANT: two appenders, in one process or many, never seal from the same head.
    */
   appendSealed(seal: (head: ChainHead) => readonly StoredAuditRow[]): Promise<readonly StoredAuditRow[]>;
+  /**
+   * Present when the store commits off the caller's thread: what
+   * `appendSealed((head) => seal(head, events))` does, sealed by the store.
+   * Resolves only once the transaction is durable. Batches are committed in
+   * the order they were given, each chained after the one before.
+   */
+  readonly appendInOrder?: (events: readonly SealInput[]) => Promise<readonly StoredAuditRow[]>;
   /** The current head (seq 0 and the genesis hash when the log is empty). */
   head(): Promise<ChainHead>;
   /** Up to `limit` rows with seq > afterSeq, ascending by seq, as they are stored. */

@@ -2,10 +2,10 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { ManualClock, Secret } from '../kernel/index.ts';
 import type { AuditEventInput } from '../kernel/index.ts';
-import { AuditWriter } from './writer.ts';
+import { AuditWriter, OFF_THREAD_MIN_BATCH } from './writer.ts';
 import { verifyChain } from './verify.ts';
 import { chainHash, GENESIS_HASH } from './chain.ts';
-import { MemoryAuditStore } from './memory-store.test-support.ts';
+import { InOrderMemoryAuditStore, MemoryAuditStore } from './memory-store.test-support.ts';
 
 const clock = new ManualClock(Date.parse('2026-11-22T12:00:00.000Z'));
 const opts = { flushEvents: 100, flushDelayMs: 2, maxBatchEvents: 1000, queueLimit: 10_000 };
@@ -58,6 +58,94 @@ describe('AuditWriter', () => {
     assert.ok(store.commits <= 3, `500 events took ${store.commits} commits`);
     assert.equal(w.stats.appended, 500);
     assert.equal((await verifyChain(store)).ok, true);
+    await w.close();
+  });
+
+  it('under load, the next batch waits one turn so the callers just served join the events already waiting', async () => {
+    const store = new MemoryAuditStore();
+    store.commitDelayMs = 20;
+    const w = new AuditWriter(store, clock, { ...opts, flushEvents: 20, flushDelayMs: 1_000_000 });
+    // Twenty callers, each appending a second event as soon as its first is durable.
+    const first = Array.from({ length: 20 }, (_, i) => w.append(ev(i)).then(() => w.append(ev(100 + i))));
+    // While the first batch is written, twenty more arrive: flushEvents wait.
+    await new Promise((r) => setImmediate(r));
+    assert.equal(store.commits, 0, 'the first batch is still being written');
+    const waiting = Array.from({ length: 20 }, (_, i) => w.append(ev(200 + i)));
+    await Promise.all([...first, ...waiting]);
+    assert.equal(store.commits, 2, 'the twenty waiting and the twenty follow-ups share the second commit');
+    assert.equal(w.stats.lastBatchSize, 40);
+    assert.equal((await verifyChain(store)).ok, true);
+    await w.close();
+  });
+
+  it('flush resolves only once events queued during a running write are durable too', async () => {
+    const store = new MemoryAuditStore();
+    store.commitDelayMs = 20;
+    const w = new AuditWriter(store, clock, { ...opts, flushEvents: 1, flushDelayMs: 1_000_000 });
+    const a = w.append(ev(1));
+    await new Promise((r) => setImmediate(r));
+    const b = w.append(ev(2));
+    await w.flush();
+    assert.equal(store.rows.length, 2, 'both events are stored when flush resolves');
+    assert.deepEqual([(await a).seq, (await b).seq], [1, 2]);
+    await w.close();
+  });
+
+  it('a store that commits off the event loop gets the batches through appendInOrder, chained in append order', async () => {
+    const store = new InOrderMemoryAuditStore();
+    store.commitDelayMs = 5;
+    const w = new AuditWriter(store, clock, opts);
+    const recs = await Promise.all(Array.from({ length: 50 }, (_, i) => w.append(ev(i))));
+    assert.deepEqual(recs.map((r) => r.seq), Array.from({ length: 50 }, (_, i) => i + 1));
+    assert.deepEqual(recs.map((r) => r.details.i), Array.from({ length: 50 }, (_, i) => i));
+    assert.equal(store.sealedCalls, 0);
+    assert.ok(store.inOrderCalls >= 1);
+    assert.equal((await verifyChain(store)).ok, true);
+    await w.close();
+  });
+
+  it('with an off-thread store, a batch that queued during a write is handed over right after it, without waiting a turn', async () => {
+    const store = new InOrderMemoryAuditStore();
+    store.commitDelayMs = 20;
+    const w = new AuditWriter(store, clock, { ...opts, flushEvents: 20, flushDelayMs: 1_000_000 });
+    const first = Array.from({ length: 20 }, (_, i) => w.append(ev(i)));
+    await new Promise((r) => setImmediate(r));
+    const second = Array.from({ length: 20 }, (_, i) => w.append(ev(100 + i)));
+    // The next batch is handed over when the first resolves, in the same turn: the store then
+    // commits while the callers just served go on (the event loop is not blocked by the commit).
+    let handedOver = -1;
+    void (first[0] as Promise<unknown>).then(() => {
+      handedOver = store.inOrderCalls;
+    });
+    await Promise.all(first);
+    assert.equal(handedOver, 2, 'the second batch was handed over before the first caller resumed');
+    assert.deepEqual((await Promise.all(second)).map((r) => r.seq), Array.from({ length: 20 }, (_, i) => 21 + i));
+    assert.equal(store.sealedCalls, 0);
+    await w.close();
+  });
+
+  it('with an off-thread store, a lone caller\'s small batches are committed on its thread, large ones and the next after them off it', async () => {
+    const store = new InOrderMemoryAuditStore();
+    const w = new AuditWriter(store, clock, opts);
+    // Between the groups the writer goes idle, so each group gathers into one batch.
+    const idle = async () => {
+      for (let i = 0; i < 3; i++) await new Promise((r) => setImmediate(r));
+    };
+    const lone = await w.append(ev(1));
+    await idle();
+    const few = await Promise.all(Array.from({ length: OFF_THREAD_MIN_BATCH - 1 }, (_, i) => w.append(ev(10 + i))));
+    await idle();
+    const many = await Promise.all(Array.from({ length: OFF_THREAD_MIN_BATCH }, (_, i) => w.append(ev(100 + i))));
+    assert.deepEqual([store.sealedCalls, store.inOrderCalls], [2, 1]);
+    assert.deepEqual([lone.seq, few.at(-1)?.seq, many.at(-1)?.seq], [1, OFF_THREAD_MIN_BATCH, 2 * OFF_THREAD_MIN_BATCH]);
+    // Right after a large batch a small one still goes off the thread; after a small one, not.
+    await idle();
+    await w.append(ev(200));
+    assert.deepEqual([store.sealedCalls, store.inOrderCalls], [2, 2]);
+    await idle();
+    await w.append(ev(201));
+    assert.deepEqual([store.sealedCalls, store.inOrderCalls], [3, 2]);
+    assert.equal((await verifyChain(store)).ok, true, 'batches taken either way chain in append order');
     await w.close();
   });
 

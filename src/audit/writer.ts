@@ -3,7 +3,15 @@
  * a batch is sealed and written in one durable transaction as soon as
  * `flushEvents` wait or `flushDelayMs` after the first one arrived. While a
  * batch is being written, new events gather into the next, so under load the
- * batches grow (up to `maxBatchEvents`) and the commit cost is shared.
+ * batches grow (up to `maxBatchEvents`) and the commit cost is shared. Right
+ * after a write, the next batch is written at the next turn of the event loop
+ * (at once only when a full batch waits), so the callers just served, who
+ * append again at once, share that commit with the events already waiting.
+ * A store that commits off the event loop (`appendInOrder`, SQLite's worker)
+ * instead gets the next batch as soon as the previous one committed: there
+ * the commit does not block this thread, so the callers just served sign
+ * their next requests while it runs. A lone caller's batches (smaller than
+ * OFF_THREAD_MIN_BATCH, after a small one) are still committed on this thread.
  * `append` resolves only after the event's transaction committed.
  */
 import type { AuditEventInput, AuditRecord, AuditSink, Clock } from '../kernel/index.ts';
@@ -11,6 +19,16 @@ import { toEventBody, prepareEvent, seal } from './chain.ts';
 import type { PendingEvent } from './chain.ts';
 import type { AuditStore } from './ports.ts';
 import { auditErrors } from './errors.ts';
+
+/**
+ * Smallest batch handed to a store's off-thread path (`appendInOrder`) when
+ * the batch before was small too. Such a batch is committed on this thread: a
+ * lone caller gains nothing from the round trip to another thread (nor should
+ * it start one). Right after a large batch, small ones still go off the
+ * thread: under load they come between large ones, and committing them here
+ * would stall the callers the off-thread path keeps running.
+ */
+export const OFF_THREAD_MIN_BATCH = 16;
 
 /** Group-commit settings (see the `audit.*` options of the config schema). */
 export interface AuditWriterOptions {
@@ -81,13 +99,16 @@ export class AuditWriter implements AuditSink {
 
   /** Resolves when everything appended so far is durable. */
   async flush(): Promise<void> {
-    this.#clearTimer();
-    if (this.#immediate !== undefined) {
-      clearImmediate(this.#immediate);
-      this.#immediate = undefined;
+    for (;;) {
+      this.#clearTimer();
+      if (this.#immediate !== undefined) {
+        clearImmediate(this.#immediate);
+        this.#immediate = undefined;
+      }
+      this.#kick();
+      if (this.#running === undefined) return; // nothing queued, nothing being written
+      await this.#running;
     }
-    this.#kick();
-    while (this.#running !== undefined) await this.#running;
   }
 
   /** Stop accepting events and write what is queued. */
@@ -98,13 +119,18 @@ export class AuditWriter implements AuditSink {
 
   #schedule(): void {
     if (this.#running !== undefined) return; // the running loop picks the queue up
-    if (this.#queue.length >= this.#opts.flushEvents || this.#opts.flushDelayMs === 0) {
+    // Off-thread commits: under load, hand the next batch over at once (see the module doc).
+    const offThread = this.#store.appendInOrder !== undefined;
+    if (this.#queue.length >= this.#opts.maxBatchEvents || (offThread && this.#justWrote) || (!this.#justWrote && (this.#queue.length >= this.#opts.flushEvents || this.#opts.flushDelayMs === 0))) {
       this.#clearTimer();
       this.#kick();
     } else if (this.#justWrote) {
       // Under load (a write just ended), waiting `flushDelayMs` only idles the writer while every
       // caller waits for it: write at the next turn of the event loop instead, after the I/O that is
-      // ready then, so the batch still takes everything that arrived in the meantime.
+      // ready then, so the batch still takes everything that arrived in the meantime. Even when
+      // `flushEvents` already wait: the callers of the batch just written are about to append their
+      // next events (their continuations run before that turn), and one commit then carries both
+      // groups instead of two commits each carrying half.
       this.#immediate ??= setImmediate(() => {
         this.#immediate = undefined;
         this.#clearTimer();
@@ -139,13 +165,19 @@ export class AuditWriter implements AuditSink {
   }
 
   async #loop(): Promise<void> {
-    // Group commit: keep writing while events wait; each batch takes all that waited.
-    while (this.#queue.length > 0) {
+    // Group commit: one batch takes all that waited. After it, the loop goes on at once only while a
+    // full batch waits (with an off-thread store: while anything waits); otherwise `#schedule` writes
+    // the rest at the next turn of the event loop.
+    do {
       const batch = this.#queue.splice(0, this.#opts.maxBatchEvents);
       this.stats.queued = this.#queue.length;
       const pending = batch.map((w) => w.pending);
       try {
-        const rows = await this.#store.appendSealed((head) => seal(head, pending));
+        // One batch at a time either way, so a batch committed here and one committed off the thread
+        // still chain in append order.
+        const rows = this.#store.appendInOrder !== undefined && (pending.length >= OFF_THREAD_MIN_BATCH || this.stats.lastBatchSize >= OFF_THREAD_MIN_BATCH)
+          ? await this.#store.appendInOrder(pending)
+          : await this.#store.appendSealed((head) => seal(head, pending));
         this.stats.batches += 1;
         this.stats.lastBatchSize = rows.length;
         this.stats.appended += rows.length;
@@ -162,6 +194,6 @@ export class AuditWriter implements AuditSink {
         const err = auditErrors.error('ERR_AUDIT_WRITE_FAILED', 'audit batch could not be written', { cause });
         for (const w of batch) w.reject(err);
       }
-    }
+    } while (this.#queue.length >= (this.#store.appendInOrder !== undefined ? 1 : this.#opts.maxBatchEvents));
   }
 }

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { randomBytes } from 'node:crypto';
-import { ManualClock } from '../kernel/index.ts';
+import { ManualClock, SpiffeId } from '../kernel/index.ts';
 import type { AuditEventInput } from '../kernel/index.ts';
 import { CaManager } from './ca.ts';
 import type { CaManagerOptions } from './ca.ts';
@@ -320,4 +320,27 @@ test('rotation under load: SVIDs issued before, during and after rotations all v
   assert.ok(x509s.length >= 20, `issued ${x509s.length}`);
   assert.ok(new Set(x509s.map((s) => Buffer.from(s.chain.at(1) ?? []).toString('hex'))).size >= 3, 'SVIDs from several signing CAs');
   assert.ok(new Set(jwts.map((j) => j.kid)).size >= 3, 'JWT-SVIDs from several keys');
+});
+
+test('a JWT-SVID is signed only for a valid SPIFFE ID of the trust domain, given as a string or a parsed ID', async () => {
+  const { ca, clock } = await rig();
+  await assert.rejects(ca.signJwtSvid({ spiffeId: 'spiffe://other.org/api', audience: 'billing' }), {
+    code: 'ERR_IDENTITY_SVID_REQUEST_INVALID',
+    message: 'SPIFFE ID `spiffe://other.org/api` is not in trust domain `example.org`',
+  });
+  await assert.rejects(ca.signJwtSvid({ spiffeId: SpiffeId.parse('spiffe://other.org/api'), audience: 'billing' }), {
+    code: 'ERR_IDENTITY_SVID_REQUEST_INVALID',
+    message: 'SPIFFE ID `spiffe://other.org/api` is not in trust domain `example.org`',
+  });
+  await assert.rejects(ca.signJwtSvid({ spiffeId: 'spiffe://example.org/a/../b', audience: 'billing' }), { code: 'ERR_KERNEL_SPIFFE_ID_INVALID' });
+  await assert.rejects(ca.signJwtSvid({ spiffeId: 'example.org', audience: 'billing' }), { code: 'ERR_KERNEL_SPIFFE_ID_INVALID' });
+  await assert.rejects(ca.signJwtSvid({ spiffeId: 'spiffe://example.org', audience: 'billing' }), {
+    code: 'ERR_IDENTITY_SVID_REQUEST_INVALID',
+    message: 'SPIFFE ID `spiffe://example.org` has no path and cannot name a workload',
+  });
+  for (const spiffeId of ['spiffe://example.org/api', SpiffeId.parse('spiffe://example.org/api')]) {
+    const jwt = await ca.signJwtSvid({ spiffeId, audience: 'billing' });
+    assert.equal(jwt.spiffeId.toString(), 'spiffe://example.org/api');
+    assert.equal((await validateJwtSvid(jwt.token, 'billing', ca.bundle(), clock)).spiffeId.toString(), 'spiffe://example.org/api');
+  }
 });

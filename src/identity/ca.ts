@@ -15,7 +15,7 @@
  */
 import { X509Certificate as NodeX509Certificate, createPrivateKey, createPublicKey, randomBytes } from 'node:crypto';
 import * as x509 from './x509-lib.ts';
-import { Secret, TrustDomain, newCorrelationId } from '../kernel/index.ts';
+import { Secret, SpiffeId, TrustDomain, newCorrelationId } from '../kernel/index.ts';
 import type { AuditActor, AuditSink, Clock } from '../kernel/index.ts';
 import { TrustBundle } from './bundle.ts';
 import type { JwtAuthority } from './bundle.ts';
@@ -351,15 +351,17 @@ export class CaManager {
    * const { token } = await ca.signJwtSvid({ spiffeId: 'spiffe://example.org/api', audience: 'billing' });
    */
   async signJwtSvid(request: JwtSvidRequest): Promise<JwtSvid> {
-    this.#checkMember(request.spiffeId);
+    // Parsed once here: the signer takes the validated ID instead of parsing the string again.
+    const spiffeId = typeof request.spiffeId === 'string' ? SpiffeId.parse(request.spiffeId) : request.spiffeId;
+    this.#checkMember(spiffeId);
     const slot = this.#active('jwt');
     if (slot === undefined || slot.kind !== 'jwt') throw identityErrors.error('ERR_IDENTITY_CA_NOT_READY', `no active JWT signing key for trust domain \`${this.trustDomain.name}\``);
-    return signJwtSvid(slot.signer, request, this.#clock, this.jwtLimits);
+    return signJwtSvid(slot.signer, { ...request, spiffeId }, this.#clock, this.jwtLimits);
   }
 
   #checkMember(spiffeId: unknown): void {
     const raw = typeof spiffeId === 'string' ? spiffeId : String(spiffeId);
-    const td = TrustDomain.parse(raw);
+    const td = spiffeId instanceof SpiffeId ? spiffeId.trustDomain : TrustDomain.parse(raw);
     if (!td.equals(this.trustDomain)) {
       throw identityErrors.error('ERR_IDENTITY_SVID_REQUEST_INVALID', `SPIFFE ID \`${raw.slice(0, 256)}\` is not in trust domain \`${this.trustDomain.name}\``);
     }

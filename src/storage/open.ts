@@ -9,6 +9,7 @@ import { Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
 import { openNodeSqlite, NodeSqliteDialect } from './sqlite/node-sqlite.ts';
 import { Store } from './store.ts';
+import { SqliteAuditAppender } from './sqlite/audit-appender.ts';
 import type { Database } from './schema.ts';
 import { storageErrors } from './errors.ts';
 
@@ -59,7 +60,10 @@ export async function openStore(opts: OpenStoreOptions): Promise<Store> {
     }
     const database = openNodeSqlite(path, opts.readOnly === true);
     const db = new Kysely<Database>({ dialect: new NodeSqliteDialect({ database }) });
-    return new Store('sqlite', db, path === ':memory:' ? 'sqlite::memory:' : `sqlite:${path}`);
+    // A file on disk: the audit log's durable commits run on a worker thread's connection, off
+    // the event loop. (An in-memory database is private to its connection: it keeps one.)
+    const appender = path === ':memory:' || opts.readOnly === true ? undefined : new SqliteAuditAppender(path);
+    return new Store('sqlite', db, path === ':memory:' ? 'sqlite::memory:' : `sqlite:${path}`, appender);
   }
   if (url.startsWith('postgres://') || url.startsWith('postgresql://')) {
     const schema = opts.pgSchema;

@@ -3,12 +3,14 @@
  * context's storage port; the few statements that differ by dialect are
  * marked where they are.
  */
-import { Kysely, Migrator, sql } from 'kysely';
+import { CompiledQuery, Kysely, Migrator, sql } from 'kysely';
 import type { Transaction } from 'kysely';
-import type { AuditQuery, AuditStore, ChainHead, StoredAuditRow } from '../audit/index.ts';
+import type { AuditQuery, AuditStore, ChainHead, SealInput, StoredAuditRow } from '../audit/index.ts';
+import type { SqliteAuditAppender } from './sqlite/audit-appender.ts';
 import type { AdminPrincipalRow, AdminPrincipalStore } from '../governance/index.ts';
 import type { Database, AuditEventsTable } from './schema.ts';
 import { migrationProvider, MIGRATION_NAMES } from './migrations.ts';
+import { AUDIT_INSERT_CHUNKS, auditInsertSql } from './audit-sql.ts';
 import { storageErrors } from './errors.ts';
 import { IdentityTables } from './identity-store.ts';
 import { CredentialTables } from './credentials-store.ts';
@@ -21,9 +23,6 @@ export type StoreKind = 'sqlite' | 'postgres';
 
 /** Advisory lock key that serializes migrations across replicas ('writ' in ASCII). */
 const MIGRATION_LOCK_KEY = 0x77726974;
-
-/** Rows per multi-row INSERT; keeps bind parameters under both engines' limits. */
-const INSERT_CHUNK = 500;
 
 function toRow(r: AuditEventsTable): StoredAuditRow {
   return {
@@ -67,12 +66,17 @@ export class Store implements AuditStore, AdminPrincipalStore {
   readonly ssf: SsfTables;
   /** The credentials context's OAuth client registry. */
   readonly oauthClients: OAuthClientTables;
+  /** SQLite on a file: audit batches are committed by a worker thread (see `sqlite/audit-worker.ts`). */
+  readonly appendInOrder?: (events: readonly SealInput[]) => Promise<readonly StoredAuditRow[]>;
+  readonly #auditAppender: SqliteAuditAppender | undefined;
   #closed = false;
 
-  constructor(kind: StoreKind, db: Kysely<Database>, location: string) {
+  constructor(kind: StoreKind, db: Kysely<Database>, location: string, auditAppender?: SqliteAuditAppender) {
     this.kind = kind;
     this.db = db;
     this.location = location;
+    this.#auditAppender = auditAppender;
+    if (auditAppender !== undefined) this.appendInOrder = (events) => auditAppender.append(events);
     this.identity = new IdentityTables(kind, db);
     this.credentials = new CredentialTables(kind, db);
     this.signals = new SignalTables(db);
@@ -128,6 +132,7 @@ export class Store implements AuditStore, AdminPrincipalStore {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    await this.#auditAppender?.close();
     await this.db.destroy();
   }
 
@@ -138,18 +143,33 @@ export class Store implements AuditStore, AdminPrincipalStore {
       const head = await this.#lockHead(trx);
       const rows = sealFn(head);
       if (rows.length === 0) return rows;
-      for (let i = 0; i < rows.length; i += INSERT_CHUNK) {
-        const chunk = rows.slice(i, i + INSERT_CHUNK);
-        await trx
-          .insertInto('audit_events')
-          .values(chunk.map((r) => ({ seq: r.seq, time: r.time, action: r.action, outcome: r.outcome, actor_id: r.actorId, correlation_id: r.correlationId, event: r.event, prev_hash: r.prevHash, hash: r.hash })))
-          .execute();
+      let i = 0;
+      for (const size of AUDIT_INSERT_CHUNKS) {
+        for (; rows.length - i >= size; i += size) {
+          const params: unknown[] = [];
+          for (let j = i; j < i + size; j++) {
+            const r = rows[j] as StoredAuditRow;
+            params.push(r.seq, r.time, r.action, r.outcome, r.actorId, r.correlationId, r.event, r.prevHash, r.hash);
+          }
+          await trx.executeQuery(CompiledQuery.raw(this.#auditInsert(size), params));
+        }
       }
       const last = rows[rows.length - 1];
       if (last === undefined) return rows;
       await trx.updateTable('audit_head').set({ seq: last.seq, hash: last.hash }).where('id', '=', 1).execute();
       return rows;
     });
+  }
+
+  readonly #auditInsertSql = new Map<number, string>();
+
+  #auditInsert(rows: number): string {
+    let text = this.#auditInsertSql.get(rows);
+    if (text === undefined) {
+      text = auditInsertSql(this.kind, rows);
+      this.#auditInsertSql.set(rows, text);
+    }
+    return text;
   }
 
   async #lockHead(trx: Transaction<Database>): Promise<ChainHead> {

@@ -32,7 +32,7 @@ function event(i: number, overrides: Partial<{ action: string; correlationId: st
         actor: { type: 'system', id: 'conformance' },
         outcome: 'success',
         correlationId: overrides.correlationId ?? `c${i}`,
-        details: { i, text: 'ünïcødé ✓ "quoted" \\ back' },
+        details: { i, text: 'ünïcødé ✓ "quoted" \\ back', lines: 'one\ntwo\r\n\u2028three' },
         ...(overrides.time === undefined ? {} : { time: overrides.time }),
       },
       new Date(Date.UTC(2026, 0, 1, 0, 0, i)).toISOString(),
@@ -68,6 +68,13 @@ export function storeConformance(name: string, factory: StoreFactory): void {
       it(title, async (t) => {
         if (skipReason !== undefined) return t.skip(skipReason);
         await fn();
+      });
+    /** For stores that commit audit batches off the event loop (`appendInOrder`). */
+    const inOrderTest = (title: string, fn: (appendInOrder: NonNullable<Store['appendInOrder']>) => Promise<void>) =>
+      it(title, async (t) => {
+        if (skipReason !== undefined) return t.skip(skipReason);
+        if (store.appendInOrder === undefined) return t.skip('this store seals audit batches on the caller\'s thread only');
+        await fn(store.appendInOrder);
       });
 
     test('oauth clients: inserted once per client id and per SPIFFE ID, found both ways, listed, deleted once', async () => {
@@ -188,6 +195,64 @@ export function storeConformance(name: string, factory: StoreFactory): void {
       );
       assert.deepEqual(await store.head(), before);
       assert.equal((await store.readRange(before.seq, 10)).length, 0);
+    });
+
+    test('a batch larger than one INSERT statement is stored whole, in order', async () => {
+      const start = (await store.head()).seq;
+      // 345 = 256 + 64 + 16 + 4 + 4 + 1 rows: several statements of every size the store uses.
+      const rows = await store.appendSealed((head) => seal(head, Array.from({ length: 345 }, (_, i) => event(1000 + i))));
+      assert.equal(rows.length, 345);
+      assert.deepEqual(await store.readRange(start, 1000), rows, 'every row read back exactly as sealed, in seq order');
+      assert.deepEqual(await store.head(), { seq: start + 345, hash: rows[344]?.hash });
+      assert.equal((await verifyChain(store)).ok, true);
+    });
+
+    test('a failure in the last INSERT of a large batch rolls back the earlier ones too', async () => {
+      const before = await store.head();
+      await assert.rejects(
+        store.appendSealed((head) => {
+          // 301 = 256 + 16 + 16 + 4 + 4 + 4 + 1: the last row, alone in the last statement,
+          // repeats the first row's seq.
+          const rows = seal(head, Array.from({ length: 301 }, (_, i) => event(2000 + i)));
+          return [...rows.slice(0, 300), { ...(rows[300] as StoredAuditRow), seq: rows[0]?.seq ?? 0 }];
+        }),
+      );
+      assert.deepEqual(await store.head(), before);
+      assert.equal((await store.readRange(before.seq, 10)).length, 0);
+    });
+
+    inOrderTest('appendInOrder, where the store commits off the event loop: batches posted together commit in order, durable when resolved', async (appendInOrder) => {
+      const start = await store.head();
+      const batches = [3, 1, 300, 2].map((n, b) => Array.from({ length: n }, (_, i) => event(3000 + b * 1000 + i)));
+      const results = await Promise.all(batches.map((events) => appendInOrder(events)));
+      const all = results.flat();
+      assert.deepEqual(all.map((r) => r.seq), Array.from({ length: 306 }, (_, i) => start.seq + 1 + i), 'in the order posted, without gaps');
+      assert.equal(all[0]?.prevHash, start.hash);
+      assert.deepEqual(all.map((r) => r.event), batches.flat().map((e) => e.canonical));
+      // Read back through the store's own connection: committed, not only written by the worker.
+      assert.deepEqual(await store.readRange(start.seq, 1000), all);
+      assert.deepEqual(await store.head(), { seq: start.seq + 306, hash: all[305]?.hash });
+      assert.equal((await verifyChain(store)).ok, true);
+    });
+
+    inOrderTest('appendInOrder and appendSealed interleaved never fork the chain', async (appendInOrder) => {
+      const start = (await store.head()).seq;
+      await Promise.all(Array.from({ length: 20 }, (_, i) => (i % 2 === 0 ? appendInOrder([event(5000 + i), event(5100 + i)]) : store.appendSealed((head) => seal(head, [event(5200 + i), event(5300 + i)])))));
+      assert.equal((await store.head()).seq, start + 40);
+      assert.equal((await verifyChain(store)).ok, true);
+    });
+
+    inOrderTest('appendInOrder: a batch that cannot be written is rolled back whole and rejected; the next is written', async (appendInOrder) => {
+      const before = await store.head();
+      // A stray row where the batch's second row goes: its INSERT violates the primary key.
+      await store.db.insertInto('audit_events').values({ seq: before.seq + 2, time: 't', action: 'x.y', outcome: 'success', actor_id: 'a', correlation_id: 'c', event: '{}', prev_hash: 'p', hash: 'h' }).execute();
+      await assert.rejects(appendInOrder([event(6000), event(6001), event(6002)]), (e: Error & { errcode?: number }) => e.errcode === 1555 || e.errcode === 2067);
+      assert.deepEqual(await store.head(), before);
+      await store.db.deleteFrom('audit_events').where('seq', '=', before.seq + 2).execute();
+      assert.equal((await store.readRange(before.seq, 10)).length, 0, 'nothing of the failed batch was kept');
+      const rows = await appendInOrder([event(6003)]);
+      assert.deepEqual(rows.map((r) => r.seq), [before.seq + 1]);
+      assert.equal((await verifyChain(store)).ok, true);
     });
 
     test('concurrent appends never fork the chain', async () => {
