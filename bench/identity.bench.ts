@@ -18,7 +18,8 @@ import { loadConfig, systemClock } from '../src/kernel/index.ts';
 import { AuditWriter } from '../src/audit/index.ts';
 import { openStore } from '../src/storage/index.ts';
 import { startServer } from '../src/server/index.ts';
-import { startIdentity } from '../src/server/identity-routes.ts';
+import { startIdentity, svidIssuanceGate } from '../src/server/identity-routes.ts';
+import { Decider, PolicyEngine, readWritSchema } from '../src/policy/index.ts';
 import { signNodeRequest } from '../src/identity/index.ts';
 import type { NodeRecord } from '../src/identity/index.ts';
 import { sample, figure, rawEs256SignRate, pool } from './harness.ts';
@@ -49,6 +50,12 @@ export async function runIdentityBench(): Promise<BenchResult> {
   const audit = new AuditWriter(store, systemClock, { flushEvents: config['audit.flushEvents'], flushDelayMs: config['audit.flushDelayMs'], maxBatchEvents: config['audit.maxBatchEvents'], queueLimit: config['audit.queueLimit'] });
   const identity = await startIdentity(config, store.identity, audit, () => undefined);
   const issuer = identity.issuer;
+  // The policy check the server makes before each SVID (svidIssuanceGate), over a PDP as `writ up`
+  // runs it without a policy folder: no forbid can match, so no Cedar call is needed.
+  const engine = new PolicyEngine({ clock: systemClock, audit });
+  const schema = await readWritSchema();
+  await engine.load({ schema, files: [] });
+  issuer.setIssuanceGate(svidIssuanceGate(new Decider({ engine, audit, clock: systemClock }), engine));
   const actor = { actor: { type: 'system' as const, id: 'bench' } };
   try {
     const { privateKey: _nk, publicKey: nodePub } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
@@ -82,12 +89,25 @@ export async function runIdentityBench(): Promise<BenchResult> {
     const jwt = figure('JWT-SVIDs issued through the issuance path', 'SVIDs/s', jwtS, floor, `${IN_FLIGHT} in flight, SQLite, each audited; median of per-run ratios ${pairedS.median.toFixed(3)}`);
     const jwtLowS = await sample(lowRates.length, () => lowRates.shift() ?? 0);
     const jwtLow = figure('JWT-SVIDs issued through the issuance path', 'SVIDs/s', jwtLowS, floor, `${IN_FLIGHT_LOW} in flight, SQLite, each audited; median of per-run ratios ${pairedLowS.median.toFixed(3)}`);
+    // With a forbid that applies (a posture floor over every action), each SVID is a PDP decision
+    // (audited); repeats of the same question come from the decision cache.
+    await engine.load({ schema, files: [{ path: 'floor.cedar', text: '@id("posture-floor")\nforbid (principal, action, resource) when { context has posture && context.posture.score < 50 };\n' }] });
+    const gatedPaired: number[] = [];
+    const gatedS = await sample(RUNS, async () => {
+      const f = rawEs256SignRate(1000);
+      const r = await pool(6000, IN_FLIGHT, issueOne);
+      gatedPaired.push(r / f);
+      return r;
+    });
+    const gatedPairedS = await sample(gatedPaired.length, () => gatedPaired.shift() ?? 0);
+    const gated = figure('JWT-SVIDs issued, a forbid in the policy set (a PDP decision per SVID)', 'SVIDs/s', gatedS, floor, `${IN_FLIGHT} in flight; median of per-run ratios ${gatedPairedS.median.toFixed(3)}`);
+    await engine.load({ schema, files: [] });
     const x509S = await sample(RUNS, () => pool(1000, IN_FLIGHT_LOW, () => issuer.issueX509ForNode(n, [{ entryId: entry.id, publicKey: workloadPem }], ctx)));
     const x509 = figure('X.509-SVIDs issued through the issuance path', 'SVIDs/s', x509S, floor, `${IN_FLIGHT_LOW} in flight, SQLite, each audited`);
 
     // Over HTTP through the node API, with request signing.
     const httpFig = await httpJwtRate(floor);
-    const figures: Figure[] = [floor, jwt, jwtLow, x509, httpFig];
+    const figures: Figure[] = [floor, jwt, jwtLow, gated, x509, httpFig];
     return {
       bench: 'identity: SVID issuance',
       figures,

@@ -27,21 +27,31 @@ function write(value: unknown, depth: number): string {
     case 'object': {
       const withJson = value as { toJSON?: () => unknown };
       if (typeof withJson.toJSON === 'function') return write(withJson.toJSON(), depth + 1);
+      // Built by concatenation (no intermediate arrays): the audit chain canonicalizes every event.
       if (Array.isArray(value)) {
-        // Array.from visits holes of sparse arrays (map skips them).
-        return `[${Array.from(value, (v) => {
-          const j = unwrap(v);
-          return j === undefined ? 'null' : write(j, depth + 1);
-        }).join(',')}]`;
+        let out = '[';
+        // An index loop visits holes of sparse arrays (as undefined → null), as JSON.stringify does.
+        for (let i = 0; i < value.length; i++) {
+          const j = unwrap(value[i]);
+          if (i > 0) out += ',';
+          out += j === undefined ? 'null' : write(j, depth + 1);
+        }
+        return `${out}]`;
       }
       const obj = value as Record<string, unknown>;
-      const parts: string[] = [];
-      for (const k of Object.keys(obj).sort()) {
+      const keys = Object.keys(obj);
+      if (keys.length > 1) keys.sort();
+      let out = '{';
+      let first = true;
+      for (const k of keys) {
         // Drop a member that is undefined after toJSON, as JSON.stringify does.
         const j = unwrap(obj[k]);
-        if (j !== undefined) parts.push(`${JSON.stringify(k)}:${write(j, depth + 1)}`);
+        if (j === undefined) continue;
+        out += first ? JSON.stringify(k) : `,${JSON.stringify(k)}`;
+        out += `:${write(j, depth + 1)}`;
+        first = false;
       }
-      return `{${parts.join(',')}}`;
+      return `${out}}`;
     }
     default:
       throw new TypeError(`${typeof value} has no JSON form`);

@@ -23,7 +23,18 @@ export function correlationIdFrom(traceparent: string | undefined): string {
   return newCorrelationId();
 }
 
-/** A fresh correlation id (128 random bits, hex). */
+/** CSPRNG bytes drawn 4 KiB at a time: one `randomBytes` call serves 256 ids (it cost ~5% of an SVID issuance). */
+const POOL_BYTES = 4096;
+let pool: Buffer = Buffer.alloc(0);
+let offset = 0;
+
+/** A fresh correlation id (128 random bits, hex); every id takes its own 16 bytes of the pool, never reused. */
 export function newCorrelationId(): string {
-  return randomBytes(16).toString('hex');
+  if (offset + 16 > pool.length) {
+    pool = randomBytes(POOL_BYTES);
+    offset = 0;
+  }
+  const id = pool.toString('hex', offset, offset + 16);
+  offset += 16;
+  return id;
 }
