@@ -10,6 +10,7 @@ import { SqliteAuditAppender } from '../../src/storage/sqlite/audit-appender.ts'
 
 let dir = '';
 storeConformance('sqlite (file)', {
+  offThreadAudit: true,
   async open() {
     dir = mkdtempSync(join(tmpdir(), 'writ-sqlite-'));
     const s = await openStore({ url: '', dataDir: dir });
