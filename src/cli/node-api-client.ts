@@ -25,6 +25,7 @@ import type { Clock } from '../kernel/index.ts';
 import { TrustBundle, agentErrors, certificatesToPem, serverSpiffeId, signNodeRequest } from '../identity/index.ts';
 import type { AgentEntry, AgentNodeCredential, AgentRevocation, IssuedJwtSvid, IssuedNodeSvid, IssuedX509Svid, NodeApi, NodeAttestationEvidence, RevocationListener } from '../identity/index.ts';
 import type { IncomingMessage } from 'node:http';
+import { parseSseFrame } from '../signals/index.ts';
 
 const TIMEOUT_MS = 10_000;
 
@@ -384,19 +385,10 @@ class SseParser {
   }
 
   #frame(text: string): void {
-    let event = 'message';
-    const data: string[] = [];
-    for (const line of text.split('\n')) {
-      if (line.startsWith(':')) continue;
-      const i = line.indexOf(':');
-      const field = i === -1 ? line : line.slice(0, i);
-      const value = i === -1 ? '' : line.slice(i + 1).replace(/^ /, '');
-      if (field === 'event') event = value;
-      else if (field === 'data') data.push(value);
-    }
+    const { event, data } = parseSseFrame(text);
     let o: unknown;
     try {
-      o = JSON.parse(data.join('\n'));
+      o = JSON.parse(data);
     } catch {
       return;
     }

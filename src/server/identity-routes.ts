@@ -15,6 +15,7 @@ import { CaManager, IdentityIssuer, OidcAttestor, attestationErrors, decodeKek, 
 import type { CaKeyKind, IdentityStore, IssuerContext, NodeRecord, RegistrationEntry, SvidIssuanceGate, X509Svid } from '../identity/index.ts';
 import type { RevocationBus, RevocationEvent } from '../signals/index.ts';
 import type { CompiledPolicySet, Decider } from '../policy/index.ts';
+import { openEventStream } from './sse.ts';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -515,15 +516,7 @@ function registerNodeRevocationStream(
       return ids;
     };
     await servedIds();
-    reply.hijack();
-    const res = reply.raw;
-    res.writeHead(200, {
-      'content-type': 'text/event-stream; charset=utf-8',
-      'cache-control': 'no-store',
-      connection: 'keep-alive',
-      'x-accel-buffering': 'no',
-      'x-correlation-id': req.correlationId,
-    });
+    const res = openEventStream(reply, req.correlationId);
     let last = from ?? (await deps.bus.head());
     res.write('retry: 1000\n\n');
     // Events are written in cursor order even though the entry lookup is asynchronous.

@@ -14,6 +14,7 @@ import { newCorrelationId, systemClock } from '../kernel/index.ts';
 import type { AuditSink, WritConfig } from '../kernel/index.ts';
 import { PostgresRevocationBus, NatsRevocationBus } from '../storage/index.ts';
 import type { Store } from '../storage/index.ts';
+import { openEventStream } from './sse.ts';
 
 /** What the signal routes need. */
 export interface SignalRouteDeps {
@@ -224,15 +225,7 @@ export async function registerSignalRoutes(app: FastifyInstance, deps: SignalRou
       correlationId: origin.correlationId,
       details: { method: 'GET', route: '/v1/revocations/stream', status: 200, fromCursor: from ?? null },
     });
-    reply.hijack();
-    const res = reply.raw;
-    res.writeHead(200, {
-      'content-type': 'text/event-stream; charset=utf-8',
-      'cache-control': 'no-store',
-      connection: 'keep-alive',
-      'x-accel-buffering': 'no',
-      'x-correlation-id': req.correlationId,
-    });
+    const res = openEventStream(reply, req.correlationId);
     let last = from ?? (await signals.bus.head());
     // Naming itself (`?pep=`) registers the enforcement point; every heartbeat refreshes it while the stream is open.
     const principalId = origin.actor.id;

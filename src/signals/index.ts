@@ -27,3 +27,4 @@ export { RevocationDrill, DRILL_EVENT_PREFIX, drillSubjectKind } from './drill.t
 export type { DrillTarget, DrillSubjectKind, DrillPepResult, DrillReport, RevocationDrillDeps } from './drill.ts';
 export { RevocationConnectionTracker } from './connection-tracker.ts';
 export type { HeldBy } from './connection-tracker.ts';
+export { parseSseFrame } from './sse-frame.ts';

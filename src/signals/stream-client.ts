@@ -9,6 +9,7 @@
 import type { Clock } from '../kernel/index.ts';
 import { REVOCATION_KINDS } from './ports.ts';
 import type { RevocationEvent, RevocationKind } from './ports.ts';
+import { parseSseFrame } from './sse-frame.ts';
 
 /** Options of {@link RevocationStreamClient}. */
 export interface RevocationStreamClientOptions {
@@ -174,27 +175,18 @@ export class RevocationStreamClient {
   }
 
   #frame(text: string): void {
-    let event = 'message';
-    const data: string[] = [];
-    for (const line of text.split('\n')) {
-      if (line.startsWith(':')) continue;
-      const i = line.indexOf(':');
-      const field = i === -1 ? line : line.slice(0, i);
-      const value = i === -1 ? '' : line.slice(i + 1).replace(/^ /, '');
-      if (field === 'event') event = value;
-      else if (field === 'data') data.push(value);
-    }
+    const { event, data } = parseSseFrame(text);
     if (event === 'heartbeat') {
       this.#lastHeardMs = this.#o.clock.nowMs();
       // The server's cursor for this connection: adopting it means a reconnect
       // after a quiet period resumes from here, not from "now".
-      const hb = /^\{"cursor":(\d{1,16})\}$/.exec(data.join(''));
+      const hb = /^\{"cursor":(\d{1,16})\}$/.exec(data);
       const c = hb?.[1] === undefined ? undefined : Number(hb[1]);
       if (c !== undefined && (this.#cursor === undefined || c > this.#cursor)) this.#cursor = c;
       return;
     }
     if (event !== 'revocation') return;
-    const e = parseEvent(data.join('\n'));
+    const e = parseEvent(data);
     if (e === undefined) {
       this.#o.onError?.(new Error('revocation stream sent an event that does not parse'));
       return;
