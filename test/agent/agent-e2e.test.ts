@@ -12,14 +12,12 @@ import { execFileSync, spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { createRemoteJWKSet, jwtVerify } from 'jose';
+import { WRIT, freePort, waitFor, writ } from './process-support.ts';
 
-const WRIT = fileURLToPath(new URL('../../bin/writ.js', import.meta.url));
 const uid = process.getuid?.() ?? 0;
 const TD = 'writ.local';
 const WEB = `spiffe://${TD}/e2e/web`;
@@ -37,40 +35,6 @@ function start(args: string[], env: NodeJS.ProcessEnv = {}): Proc {
   child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
   const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
   return { child, output: () => out, exited };
-}
-
-function writ(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const cp = spawn(process.execPath, [WRIT, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { PATH: process.env.PATH ?? '/usr/bin:/bin' } });
-    let stdout = '';
-    let stderr = '';
-    cp.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    cp.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    cp.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
-
-// Waits for a process to reach a state, not a bound on how fast it gets there: a loaded CI machine
-// can take more than 30 s to start `writ up`.
-async function waitFor<T>(what: string, probe: () => T | undefined | Promise<T | undefined>, timeoutMs = 120_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 150));
-  }
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const addr = s.address();
-      s.close(() => resolve(typeof addr === 'object' && addr !== null ? addr.port : 0));
-    });
-  });
 }
 
 describe('writ agent against a real writ up server', { skip: process.platform !== 'linux' ? 'the agent attests callers on Linux only' : false }, () => {

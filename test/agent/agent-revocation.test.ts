@@ -23,13 +23,11 @@ import type { ChildProcess } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request as httpsRequest } from 'node:https';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
+import { WRIT, freePort, waitFor, writ } from './process-support.ts';
 
-const WRIT = fileURLToPath(new URL('../../bin/writ.js', import.meta.url));
 const uid = process.getuid?.() ?? 0;
 const NOBODY = 65534;
 const TD = 'writ.local';
@@ -58,39 +56,6 @@ function start(args: string[], opts: { env?: NodeJS.ProcessEnv; uid?: number; gi
   child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
   const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
   return { child, stdout: () => out, stderr: () => err, exited };
-}
-
-function writ(args: string[], ids: { uid?: number; gid?: number } = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const cp = spawn(process.execPath, [WRIT, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: ENV, ...ids });
-    let stdout = '';
-    let stderr = '';
-    cp.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    cp.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    cp.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
-
-// Waits for a state, not a bound on how fast it is reached: a loaded machine can be slow.
-async function waitFor<T>(what: string, probe: () => T | undefined | Promise<T | undefined>, timeoutMs = 120_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 150));
-  }
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const addr = s.address();
-      s.close(() => resolve(typeof addr === 'object' && addr !== null ? addr.port : 0));
-    });
-  });
 }
 
 function serialOf(file: string): string {
