@@ -124,6 +124,24 @@ describe('AuditWriter', () => {
     await w.close();
   });
 
+  it('with an off-thread store, a full batch gathered while one commits is posted at once, behind it, and chains after it', async () => {
+    const store = new InOrderMemoryAuditStore();
+    store.commitDelayMs = 30;
+    const n = OFF_THREAD_MIN_BATCH + 4;
+    const w = new AuditWriter(store, clock, { ...opts, flushEvents: n, flushDelayMs: 1_000_000 });
+    const first = Array.from({ length: n }, (_, i) => w.append(ev(i)));
+    assert.equal(store.inOrderCalls, 1, 'the first full batch went at once');
+    const second = Array.from({ length: n }, (_, i) => w.append(ev(100 + i)));
+    assert.equal(store.inOrderCalls, 2, 'the second full batch is posted while the first still commits');
+    const third = Array.from({ length: 3 }, (_, i) => w.append(ev(200 + i)));
+    assert.equal(store.inOrderCalls, 2, 'at most one batch waits behind the one committing; the rest waits for the loop');
+    const recs = await Promise.all([...first, ...second, ...third]);
+    assert.deepEqual(recs.map((r) => r.seq), Array.from({ length: 2 * n + 3 }, (_, i) => i + 1));
+    assert.equal(store.sealedCalls, 0);
+    assert.equal((await verifyChain(store)).ok, true);
+    await w.close();
+  });
+
   it('with an off-thread store, a lone caller\'s small batches are committed on its thread, large ones and the next after them off it', async () => {
     const store = new InOrderMemoryAuditStore();
     const w = new AuditWriter(store, clock, opts);

@@ -10,7 +10,9 @@
  * A store that commits off the event loop (`appendInOrder`, SQLite's worker)
  * instead gets the next batch as soon as the previous one committed: there
  * the commit does not block this thread, so the callers just served sign
- * their next requests while it runs. A lone caller's batches (smaller than
+ * their next requests while it runs; and a full batch that gathers while one
+ * commits there is posted at once behind it (at most one waits), so the two
+ * threads overlap instead of taking turns. A lone caller's batches (smaller than
  * OFF_THREAD_MIN_BATCH, after a small one) are still committed on this thread.
  * `append` resolves only after the event's transaction committed.
  */
@@ -69,6 +71,8 @@ export class AuditWriter implements AuditSink {
   /** True from the end of a write until the event loop turns: the writer is under load. */
   #justWrote = false;
   #running: Promise<void> | undefined;
+  /** An extra off-thread batch posted while `#running` writes (pipelining; see `#schedule`). */
+  #lane: Promise<void> | undefined;
   #closed = false;
   readonly stats: AuditWriterStats = { appended: 0, failed: 0, batches: 0, queued: 0, lastBatchSize: 0 };
 
@@ -106,8 +110,8 @@ export class AuditWriter implements AuditSink {
         this.#immediate = undefined;
       }
       this.#kick();
-      if (this.#running === undefined) return; // nothing queued, nothing being written
-      await this.#running;
+      if (this.#running === undefined && this.#lane === undefined) return; // nothing queued, nothing being written
+      await Promise.all([this.#running, this.#lane]);
     }
   }
 
@@ -118,7 +122,20 @@ export class AuditWriter implements AuditSink {
   }
 
   #schedule(): void {
-    if (this.#running !== undefined) return; // the running loop picks the queue up
+    if (this.#running !== undefined) {
+      // Off-thread commits run in posting order on the store's thread, each sealed on the head the
+      // one before left: while a batch commits there, a full batch gathered meanwhile is posted at
+      // once instead of waiting for that commit, so this thread keeps serving callers while the
+      // other commits (at most one such extra batch; the running loop picks up the rest).
+      if (this.#store.appendInOrder !== undefined && this.#lane === undefined && this.#queue.length >= this.#opts.flushEvents) {
+        const batch = this.#queue.splice(0, this.#opts.maxBatchEvents);
+        this.stats.queued = this.#queue.length;
+        this.#lane = this.#write(batch, true).finally(() => {
+          this.#lane = undefined;
+        });
+      }
+      return; // the running loop picks the rest of the queue up
+    }
     // Off-thread commits: under load, hand the next batch over at once (see the module doc).
     const offThread = this.#store.appendInOrder !== undefined;
     if (this.#queue.length >= this.#opts.maxBatchEvents || (offThread && this.#justWrote) || (!this.#justWrote && (this.#queue.length >= this.#opts.flushEvents || this.#opts.flushDelayMs === 0))) {
@@ -171,11 +188,18 @@ export class AuditWriter implements AuditSink {
     do {
       const batch = this.#queue.splice(0, this.#opts.maxBatchEvents);
       this.stats.queued = this.#queue.length;
+      // A pipelined batch is in flight on the store's thread: this one follows it there, in order.
+      const offThread = this.#store.appendInOrder !== undefined && (this.#lane !== undefined || batch.length >= OFF_THREAD_MIN_BATCH || this.stats.lastBatchSize >= OFF_THREAD_MIN_BATCH);
+      await this.#write(batch, offThread);
+    } while (this.#queue.length >= (this.#store.appendInOrder !== undefined ? 1 : this.#opts.maxBatchEvents));
+  }
+
+  /** Seal and commit one batch (here, or on the store's own thread), then answer its callers. */
+  async #write(batch: readonly Waiting[], offThread: boolean): Promise<void> {
+    {
       const pending = batch.map((w) => w.pending);
       try {
-        // One batch at a time either way, so a batch committed here and one committed off the thread
-        // still chain in append order.
-        const rows = this.#store.appendInOrder !== undefined && (pending.length >= OFF_THREAD_MIN_BATCH || this.stats.lastBatchSize >= OFF_THREAD_MIN_BATCH)
+        const rows = offThread && this.#store.appendInOrder !== undefined
           ? await this.#store.appendInOrder(pending)
           : await this.#store.appendSealed((head) => seal(head, pending));
         this.stats.batches += 1;
@@ -194,6 +218,6 @@ export class AuditWriter implements AuditSink {
         const err = auditErrors.error('ERR_AUDIT_WRITE_FAILED', 'audit batch could not be written', { cause });
         for (const w of batch) w.reject(err);
       }
-    } while (this.#queue.length >= (this.#store.appendInOrder !== undefined ? 1 : this.#opts.maxBatchEvents));
+    }
   }
 }
