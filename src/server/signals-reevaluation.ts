@@ -182,14 +182,31 @@ export function invalidateDecisionsOnRevocations(bus: RevocationBus, decider: De
  * @example
  * const stop = publishLeaseRevocations(creds.leases, signals.bus);
  */
-export function publishLeaseRevocations(leases: LeaseManager, bus: RevocationBus): () => void {
+export function publishLeaseRevocations(leases: LeaseManager, bus: RevocationBus, o: { retries?: number; firstRetryMs?: number; onGaveUp?: (leaseId: string, err: unknown) => void } = {}): () => void {
+  const retries = o.retries ?? 8;
+  const firstRetryMs = o.firstRetryMs ?? 250;
   return leases.onRevoked(async (l) => {
     const reason = l.revokeReason ?? 'revoked';
     const subject = l.subject.startsWith('spiffe://') ? { subject: l.subject } : {};
     const event: RevocationInput = TOKEN_KINDS.has(l.kind)
       ? { id: `lease:${l.id}:revoked`, kind: 'token-revoked', ...subject, tokenId: l.id, reason }
       : { id: `lease:${l.id}:revoked`, kind: 'lease-revoked', ...subject, leaseId: l.id, reason };
-    await bus.publish(event);
+    try {
+      await bus.publish(event);
+    } catch (err) {
+      // The lease stays revoked; what must not be lost is the news. Retry in the background with
+      // backoff (the id makes a late duplicate harmless), and report this failure now.
+      const retry = (attempt: number): void => {
+        setTimeout(() => {
+          bus.publish(event).catch((e: unknown) => {
+            if (attempt + 1 < retries) retry(attempt + 1);
+            else o.onGaveUp?.(l.id, e);
+          });
+        }, firstRetryMs * 2 ** attempt).unref();
+      };
+      if (retries > 0) retry(0);
+      throw err;
+    }
   });
 }
 

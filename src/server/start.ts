@@ -124,8 +124,8 @@ export async function startServer(sources: ConfigSources & { logStream?: NodeJS.
     await invalidateDecisionsOnRevocations(signals.bus, policy.decider);
     // Revocations and policy swaps made here reach every enforcement point through the bus.
     let busLog: ((err: unknown, what: string) => void) | undefined;
-    publishLeaseRevocations(creds.leases, signals.bus);
-    creds.leases.onRevokedListenerError = (lease, err) => busLog?.(err, `the revocation of lease ${lease.id} was not published on the revocation bus`);
+    publishLeaseRevocations(creds.leases, signals.bus, { onGaveUp: (id, err) => busLog?.(err, `the revocation of lease ${id} could not be published on the revocation bus after retries; enforcement points honour it only until its expiry`) });
+    creds.leases.onRevokedListenerError = (lease, err) => busLog?.(err, `the revocation of lease ${lease.id} was not published on the revocation bus; retrying`);
     publishPolicyChanges(policy.engine, signals.bus, (err) => busLog?.(err, 'a policy change was not published on the revocation bus'));
     signals.setDrill(new RevocationDrill({ bus: signals.bus, points: signals.points, target: drillTarget({ leases: creds.leases, tasks: store.credentials, clock: systemClock }), audit, clock: systemClock, livenessMs: Math.max(15_000, 3 * config['revocations.heartbeatMs']) }));
     const served0 = identity;
