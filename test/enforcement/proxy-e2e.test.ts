@@ -26,7 +26,7 @@ import { certificatesToPem, WorkloadApiServer } from '../../src/identity/index.t
 import type { WorkloadIdentitySource } from '../../src/identity/index.ts';
 import { GENESIS_HASH, chainHash } from '../../src/audit/index.ts';
 import { canonicalJson } from '../../src/kernel/index.ts';
-import { ALLOWED, WRIT, startWrit } from './support.ts';
+import { ALLOWED, WRIT, startWrit, until, listen } from './support.ts';
 import type { Writ } from './support.ts';
 
 const run = promisify(execFile);
@@ -45,23 +45,6 @@ interface Curl {
   headers: Record<string, string>;
   body: string;
   raw: string;
-}
-
-async function until<T>(what: string, f: () => Promise<T | undefined>, ms = 45_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await f();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-function listen(s: Server): Promise<number> {
-  return new Promise((ok) => s.listen(0, '127.0.0.1', () => {
-    const a = s.address();
-    ok(typeof a === 'object' && a !== null ? a.port : 0);
-  }));
 }
 
 describe('writ proxy --config (mTLS, DPoP, injection, revocation, fail closed)', () => {

@@ -23,7 +23,7 @@ import { Registry } from 'prom-client';
 import { ManualClock, Secret, systemClock } from '../../src/kernel/index.ts';
 import { compilePolicySet, recordingAuditSink } from '../../src/policy/index.ts';
 import { IdentityProxy, ProxyAuthenticator, ServerBundleSource, SyncedLocalPdp, parseProxyConfig } from '../../src/enforcement/index.ts';
-import { ALLOWED, DENIED, POLICIES, WRIT, startWrit } from './support.ts';
+import { ALLOWED, DENIED, POLICIES, WRIT, startWrit, until, listen } from './support.ts';
 import type { Writ } from './support.ts';
 
 const AUD = 'writ-ext-authz';
@@ -38,23 +38,6 @@ function call(port: number, path: string, headers: Record<string, string> = {}, 
     req.on('error', fail);
     req.end();
   });
-}
-
-async function until<T>(what: string, f: () => Promise<T | undefined>, ms = 60_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await f();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-function listen(s: Server): Promise<number> {
-  return new Promise((ok) => s.listen(0, '127.0.0.1', () => {
-    const a = s.address();
-    ok(typeof a === 'object' && a !== null ? a.port : 0);
-  }));
 }
 
 interface ProxyProcess {

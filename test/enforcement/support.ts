@@ -5,6 +5,7 @@
  */
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
+import type { Server } from 'node:http';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -129,4 +130,23 @@ export async function spawnExtAuthz(server: string, tokenFile: string, extra: st
       await exited;
     },
   };
+}
+
+/** Poll `f` until it answers (not `undefined`); a bound on waiting, not on speed. */
+export async function until<T>(what: string, f: () => Promise<T | undefined>, ms = 60_000): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await f();
+    if (v !== undefined) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** Listen on a free loopback port; resolves with the port. */
+export function listen(s: Server): Promise<number> {
+  return new Promise((ok) => s.listen(0, '127.0.0.1', () => {
+    const a = s.address();
+    ok(typeof a === 'object' && a !== null ? a.port : 0);
+  }));
 }
