@@ -49,13 +49,21 @@ export function toEventBody(input: AuditEventInput, now: string): AuditEventBody
   return body;
 }
 
+const HEX64 = /^[0-9a-f]{64}$/;
+
+/** SHA-256(prev_hash || seq || canonical event) over the raw previous hash; `seqBytes` is scratch space. */
+function linkDigest(prevRaw: Buffer, seq: number, canonicalEvent: string, seqBytes: Buffer): Buffer {
+  // seq as an unsigned 64-bit big-endian integer, without a BigInt per row (seq is a safe integer).
+  seqBytes.writeUInt32BE(Math.floor(seq / 0x1_0000_0000), 0);
+  seqBytes.writeUInt32BE(seq >>> 0, 4);
+  return createHash('sha256').update(prevRaw).update(seqBytes).update(canonicalEvent, 'utf8').digest();
+}
+
 /** SHA-256(prev_hash || seq || canonical event), hex. */
 export function chainHash(prevHash: string, seq: number, canonicalEvent: string): string {
-  if (!/^[0-9a-f]{64}$/.test(prevHash)) throw new TypeError('prev hash must be 64 hex digits');
+  if (!HEX64.test(prevHash)) throw new TypeError('prev hash must be 64 hex digits');
   if (!Number.isSafeInteger(seq) || seq < 1) throw new TypeError('seq must be a positive integer');
-  const seqBytes = Buffer.alloc(8);
-  seqBytes.writeBigUInt64BE(BigInt(seq));
-  return createHash('sha256').update(Buffer.from(prevHash, 'hex')).update(seqBytes).update(canonicalEvent, 'utf8').digest('hex');
+  return linkDigest(Buffer.from(prevHash, 'hex'), seq, canonicalEvent, Buffer.allocUnsafe(8)).toString('hex');
 }
 
 /** A body already serialized, ready to be sealed. */
@@ -76,12 +84,18 @@ export function prepareEvent(body: AuditEventBody): PendingEvent {
  * const rows = seal({ seq: 0, hash: GENESIS_HASH }, [prepareEvent(body)]);
  */
 export function seal(head: ChainHead, events: readonly SealInput[]): StoredAuditRow[] {
+  if (!HEX64.test(head.hash)) throw new TypeError('prev hash must be 64 hex digits');
+  if (!Number.isSafeInteger(head.seq) || head.seq < 0 || !Number.isSafeInteger(head.seq + events.length)) throw new TypeError('head seq must be a non-negative integer with room for the batch');
   const rows: StoredAuditRow[] = [];
+  const seqBytes = Buffer.allocUnsafe(8);
+  let prevRaw: Buffer = Buffer.from(head.hash, 'hex');
   let prev = head.hash;
   let seq = head.seq;
   for (const e of events) {
     seq += 1;
-    const hash = chainHash(prev, seq, e.canonical);
+    // Each link chains from the previous row's raw digest: no hex round trip per row.
+    prevRaw = linkDigest(prevRaw, seq, e.canonical, seqBytes);
+    const hash = prevRaw.toString('hex');
     rows.push({
       seq,
       time: e.body.time,

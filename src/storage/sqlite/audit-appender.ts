@@ -9,12 +9,22 @@ import type { SealInput, StoredAuditRow } from '../../audit/index.ts';
 
 /**
  * A batch as posted to the worker: the canonical events joined by `\n` (canonical JSON has no raw
- * line break), one string, the cheapest thing to copy between threads. The worker reads the query
- * columns back from each event, as `writ audit verify` checks them.
+ * line break), one string, the cheapest thing to copy between threads; and their query columns
+ * (time, action, outcome, actor id, correlation id — five per event, in order) as one JSON array,
+ * taken from the same bodies the canonical events were serialized from, so the worker does not
+ * parse each event back to find them.
  */
 export interface AuditBatchRequest {
   readonly id: number;
   readonly events: string;
+  readonly columns: string;
+}
+
+/** The query columns of a batch, five per event, as {@link AuditBatchRequest.columns}. */
+export function batchColumns(events: readonly SealInput[]): string {
+  const cols: string[] = [];
+  for (const e of events) cols.push(e.body.time, e.body.action, e.body.outcome, e.body.actor.id, e.body.correlationId);
+  return JSON.stringify(cols);
 }
 
 /**
@@ -67,7 +77,7 @@ export class SqliteAuditAppender {
     if (events.length === 0) return Promise.resolve([]);
     const worker = this.#ensureWorker();
     const id = this.#nextId++;
-    const request: AuditBatchRequest = { id, events: events.map((e) => e.canonical).join('\n') };
+    const request: AuditBatchRequest = { id, events: events.map((e) => e.canonical).join('\n'), columns: batchColumns(events) };
     const done = new Promise<readonly StoredAuditRow[]>((resolve, reject) => {
       this.#waiting.set(id, { worker, events, resolve, reject });
       if (this.#waiting.size === 1) worker.ref();

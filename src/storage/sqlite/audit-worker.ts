@@ -21,14 +21,20 @@ const selectHead = raw.prepare('select "seq", "hash" from "audit_head" where "id
 const updateHead = raw.prepare('update "audit_head" set "seq" = ?, "hash" = ? where "id" = ?');
 const inserts = new Map<number, StatementSync>(AUDIT_INSERT_CHUNKS.map((n) => [n, raw.prepare(auditInsertSql('sqlite', n))]));
 
-/** An event's query columns, read from its canonical JSON. */
-function sealInput(canonical: string): SealInput {
-  const body = JSON.parse(canonical) as SealInput['body'];
-  return { canonical, body: { time: body.time, action: body.action, outcome: body.outcome, actor: { id: body.actor.id }, correlationId: body.correlationId } };
+/** The batch as seal inputs: each canonical event with its five query columns (see {@link AuditBatchRequest}). */
+function sealInputs(events: string, columns: string): SealInput[] {
+  const canonical = events.split('\n');
+  const cols = JSON.parse(columns) as string[];
+  if (cols.length !== canonical.length * 5) throw new Error('audit batch columns do not match its events');
+  const out: SealInput[] = new Array<SealInput>(canonical.length);
+  for (let i = 0, c = 0; i < canonical.length; i++, c += 5) {
+    out[i] = { canonical: canonical[i] as string, body: { time: cols[c] as string, action: cols[c + 1] as string, outcome: cols[c + 2] as SealInput['body']['outcome'], actor: { id: cols[c + 3] as string }, correlationId: cols[c + 4] as string } };
+  }
+  return out;
 }
 
-function append(events: string): StoredAuditRow[] {
-  const pending = events.split('\n').map(sealInput);
+function append(events: string, columns: string): StoredAuditRow[] {
+  const pending = sealInputs(events, columns);
   raw.exec('begin immediate');
   try {
     const head = selectHead.get(1) as { seq: number | bigint; hash: string } | undefined;
@@ -64,7 +70,7 @@ port.on('message', (m: AuditBatchRequest | 'close') => {
   }
   let reply: AuditBatchReply;
   try {
-    const rows = append(m.events);
+    const rows = append(m.events, m.columns);
     const first = rows[0] as StoredAuditRow;
     reply = { id: m.id, firstSeq: first.seq, prevHash: first.prevHash, hashes: rows.map((r) => r.hash).join('') };
   } catch (e) {
