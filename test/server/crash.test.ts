@@ -45,8 +45,9 @@ function startChild(dataDir: string, env: Record<string, string>): Promise<{ chi
   });
 }
 
-async function burst(url: string, token: string, child: ChildProcess): Promise<{ acked: string[]; sent: number }> {
+async function burst(url: string, token: string, child: ChildProcess): Promise<{ acked: string[]; created: string[]; sent: number }> {
   const acked: string[] = [];
+  const created: string[] = [];
   let next = 0;
   let killed = false;
   const worker = async () => {
@@ -65,14 +66,17 @@ async function burst(url: string, token: string, child: ChildProcess): Promise<{
           signal: AbortSignal.timeout(10_000),
         });
         await res.arrayBuffer();
-        if (res.status >= 200 && res.status < 300) acked.push(res.headers.get('x-correlation-id') ?? '');
+        if (res.status >= 200 && res.status < 300) {
+          acked.push(res.headers.get('x-correlation-id') ?? '');
+          if (isWrite) created.push(`crash-${i}`);
+        }
       } catch {
         // Refused or reset after the kill: not acknowledged, so nothing is owed.
       }
     }
   };
   await Promise.all(Array.from({ length: CONCURRENCY }, worker));
-  return { acked, sent: next };
+  return { acked, created, sent: next };
 }
 
 async function runCrash(opts: { env: Record<string, string>; storeUrl: string; pgSchema?: string }) {
@@ -81,7 +85,7 @@ async function runCrash(opts: { env: Record<string, string>; storeUrl: string; p
     const first = await startChild(dataDir, opts.env);
     const exited = once(first.child, 'exit');
     const token = readFileSync(join(dataDir, 'admin.token'), 'utf8').trim();
-    const { acked } = await burst(first.url, token, first.child);
+    const { acked, created } = await burst(first.url, token, first.child);
     const [, signal] = (await exited) as [number | null, string | null];
     assert.equal(signal, 'SIGKILL');
     assert.ok(acked.length > 100, `only ${acked.length} calls were acknowledged before the kill`);
@@ -103,6 +107,11 @@ async function runCrash(opts: { env: Record<string, string>; storeUrl: string; p
         assert.deepEqual(missing, [], `${missing.length} of ${acked.length} acknowledged calls are not in the audit log`);
         const v = await verifyChain(store);
         assert.equal(v.ok, true, JSON.stringify(v));
+        // The writes themselves, not only their audit events: every principal whose creation was acknowledged exists.
+        const names = new Set((await store.listPrincipals()).map((p) => p.name));
+        const lost = created.filter((n) => !names.has(n));
+        assert.ok(created.length > 10, `only ${created.length} creations were acknowledged before the kill`);
+        assert.deepEqual(lost, [], `${lost.length} of ${created.length} acknowledged principal creations were lost`);
       } finally {
         await store.close();
       }
