@@ -5,7 +5,7 @@ import type { AuditRecord } from '../kernel/index.ts';
 import { loadOcsfSchema } from '../../test/support/ocsf-schema.ts';
 import {
   ACCOUNT_CHANGE, API_ACTIVITY, AUTHENTICATION, AUTHORIZE_SESSION, ENTITY_MANAGEMENT, OCSF_MAPPINGS,
-  OCSF_VERSION, WEB_RESOURCE_ACCESS, toOcsf,
+  OCSF_VERSION, WEB_RESOURCE_ACCESS, ocsfMappingFor, toOcsf,
 } from './ocsf.ts';
 import type { OcsfEvent } from './ocsf.ts';
 
@@ -86,6 +86,36 @@ describe('toOcsf: every mapping row yields a schema-valid event', () => {
     { name: 'lease issued naming neither', record: record({ action: 'lease.issued', actor: { type: 'workload', id: WORKLOAD }, target: { type: 'postgres', id: 'orders-db' } }), classUid: 3003, activityId: 1 },
     { name: 'lease revoked', record: record({ action: 'lease.revoked', actor: { type: 'system', id: 'writ' }, target: { type: 'lease', id: 'l-1' }, details: { username: 'v_orders_8f2' } }), classUid: 3001, activityId: 6 },
     { name: 'credential rotated', record: record({ action: 'credential.rotated', target: { type: 'credential', id: 'c-9' } }), classUid: 3001, activityId: 4 },
+    {
+      name: 'MCP tool call allowed',
+      record: record({ action: 'mcp.call.decided', actor: { type: 'agent', id: WORKLOAD }, target: { type: 'tool', id: 'search_tickets' }, details: { decision: 'allow', decisionId: 'd-1', operation: 'tools/call search_tickets', method: 'POST', path: '/mcp', server: 'support', agent: WORKLOAD, onBehalfOf: WORKLOAD, delegation: [], clientId: 'c-1' } }),
+      classUid: 6004, activityId: 1,
+    },
+    {
+      name: 'MCP tool call denied',
+      record: record({ action: 'mcp.call.decided', actor: { type: 'agent', id: WORKLOAD }, target: { type: 'tool', id: 'drop_table' }, outcome: 'denied', reasons: ['denied'], details: { decision: 'deny', operation: 'tools/call drop_table', method: 'POST', path: '/mcp', code: 'ERR_ENFORCE_DENIED' } }),
+      classUid: 6004, activityId: 2,
+    },
+    {
+      name: 'token request refused',
+      record: record({ action: 'token.refused', actor: { type: 'workload', id: WORKLOAD, ip: '10.0.0.5' }, outcome: 'denied', reasons: ['invalid-target'], details: { error: 'invalid_target', code: 'ERR_OAUTH_INVALID_TARGET', grantType: 'urn:ietf:params:oauth:grant-type:token-exchange', audience: 'db', decisionIds: ['d-2'] } }),
+      classUid: 3002, activityId: 4,
+    },
+    { name: 'access token revoked', record: record({ action: 'token.revoked', actor: { type: 'workload', id: WORKLOAD }, target: { type: 'access_token', id: 'jti-1' }, details: { clientId: 'c-1', subject: WORKLOAD, leaseId: 'jti-1', leaseState: 'revoked' } }), classUid: 3001, activityId: 6 },
+    { name: 'legacy exception created', record: record({ action: 'exception.created', target: { type: 'legacy_exception', id: 'exc_1' }, details: { id: 'exc_1', name: 'billing-sa', account: 'billing_app', system: 'billing-db', engine: 'main' } }), classUid: 3001, activityId: 1 },
+    { name: 'legacy exception password rotated by Writ', record: record({ action: 'exception.secret.rotated', actor: { type: 'system', id: 'writ' }, target: { type: 'legacy_exception', id: 'exc_1' }, details: { account: 'billing_app' } }), classUid: 3001, activityId: 4 },
+    { name: 'legacy exception expired', record: record({ action: 'exception.expired', actor: { type: 'system', id: 'writ' }, target: { type: 'legacy_exception', id: 'exc_1' }, details: { account: 'billing_app' } }), classUid: 3001, activityId: 6 },
+    { name: 'legacy exception password revealed (no schema activity)', record: record({ action: 'exception.secret.revealed', target: { type: 'legacy_exception', id: 'exc_1' }, details: { account: 'billing_app' } }), classUid: 3001, activityId: 99 },
+    { name: 'engine admin password rotated', record: record({ action: 'engine.secret.rotated', target: { type: 'secret_engine', id: 'main' }, details: { engine: 'main', type: 'postgres', account: 'writ_admin', trigger: 'manual' } }), classUid: 3001, activityId: 4 },
+    { name: 'node evicted', record: record({ action: 'node.evicted', target: { type: 'node', id: 'n-1', name: 'spiffe://example.org/writ/node/n1' }, details: { spiffeId: 'spiffe://example.org/writ/node/n1' } }), classUid: 3004, activityId: 7 },
+    {
+      name: 'proxy request denied',
+      record: record({ action: 'request.denied', actor: { type: 'workload', id: WORKLOAD, ip: '10.0.0.7' }, target: { type: 'route', id: 'orders' }, outcome: 'denied', reasons: ['denied'], correlationId: 'd-3', details: { enforcementPoint: 'writ-proxy', method: 'DELETE', path: '/orders/1', host: 'orders.internal', code: 'ERR_ENFORCE_DENIED', status: 403, decisionCached: false } }),
+      classUid: 6004, activityId: 2,
+    },
+    { name: 'proxy request allowed', record: record({ action: 'request.allowed', actor: { type: 'workload', id: WORKLOAD }, target: { type: 'route', id: 'orders' }, details: { enforcementPoint: 'writ-proxy', method: 'GET', path: '/orders/1', status: 200 } }), classUid: 6004, activityId: 1 },
+    { name: 'policy set activated', record: record({ action: 'policy-set.activated', actor: { type: 'system', id: 'writ' }, details: { version: 'pv-1' } }), classUid: 3004, activityId: 10 },
+    { name: 'join token created', record: record({ action: 'join_token.created', target: { type: 'join_token', id: 'jt-1' } }), classUid: 3004, activityId: 1 },
     { name: 'unknown action', record: record({ action: 'signal.received', actor: { type: 'system', id: 'writ' } }), classUid: 6003, activityId: 99 },
   ];
 
@@ -191,6 +221,43 @@ describe('toOcsf: every mapping row yields a schema-valid event', () => {
       name: 'TypeError',
       message: 'audit record 42 has an invalid time `yesterday`',
     });
+  });
+});
+
+describe('toOcsf: credentials and accounts behind the newer rows', () => {
+  it('a revoked access token is a deleted programmatic credential of the workload it was issued to', () => {
+    const e = mapped(record({ action: 'token.revoked', actor: { type: 'workload', id: WORKLOAD }, target: { type: 'access_token', id: 'jti-1' }, details: { subject: WORKLOAD, leaseId: 'jti-1' } }));
+    assert.deepEqual(e.user, { uid: WORKLOAD, name: WORKLOAD, type_id: 4, type: 'Service', programmatic_credentials: [{ uid: 'jti-1', type: 'OAuth 2.0 Access Token' }] });
+  });
+  it('a legacy exception names its account and its password credential', () => {
+    const e = mapped(record({ action: 'exception.secret.rotated', actor: { type: 'system', id: 'writ' }, target: { type: 'legacy_exception', id: 'exc_1' }, details: { account: 'billing_app' } }));
+    assert.deepEqual(e.user, { uid: 'billing_app', name: 'billing_app', type_id: 4, type: 'Service', programmatic_credentials: [{ uid: 'exc_1', type: 'Password' }] });
+    assert.equal(e.type_name, 'Account Change: Password Reset');
+  });
+  it('a denied MCP tool call carries the verdict in the security_control fields', () => {
+    const e = mapped(record({ action: 'mcp.call.decided', actor: { type: 'agent', id: WORKLOAD }, target: { type: 'tool', id: 'drop_table' }, outcome: 'denied', details: { decision: 'deny', method: 'POST', path: '/mcp' } }));
+    assert.deepEqual([e.action_id, e.disposition_id, e.web_resources], [2, 2, [{ uid: 'drop_table', name: 'drop_table', type: 'tool' }]]);
+  });
+});
+
+describe('the mapping table covers what Writ records', () => {
+  // Every action Writ's contexts record, with the class it exports as. Writ's own lifecycle and signal
+  // plumbing (the 6003 rows) have no closer IAM or access class and fall back to API Activity 99 Other.
+  const EXPECTED: Readonly<Record<number, readonly string[]>> = {
+    3001: ['admin.principal.created', 'admin.principal.deleted', 'admin.principal.revoked', 'admin.principal.rotated', 'credential.orphan.removed', 'credential.rotated', 'engine.secret.recovered', 'engine.secret.rotated', 'engine.secret.rotation-failed', 'exception.created', 'exception.deleted', 'exception.expired', 'exception.renewed', 'exception.secret.revealed', 'exception.secret.rotated', 'exception.secret.rotation-failed', 'lease.activated', 'lease.expired', 'lease.opened', 'lease.revoked', 'token.revoked'],
+    3002: ['jwt.issued', 'node.attested', 'svid.issued', 'svid.renewed', 'token.issued', 'token.refused'],
+    3003: ['credential.issued', 'lease.created', 'lease.issued', 'lease.renewed'],
+    3004: ['ca.activated', 'ca.key.activated', 'ca.key.dropped', 'ca.key.prepared', 'ca.key.proved', 'ca.key.retired', 'ca.proved', 'entry.created', 'entry.deleted', 'entry.updated', 'join_token.created', 'node.evicted', 'policy-set.activated', 'policy-set.rejected', 'policy.shadow.disabled', 'policy.shadow.disagreed', 'policy.shadow.enabled', 'policy.updated'],
+    6003: ['api.called', 'drill.completed', 'revocation.published', 'server.started', 'server.stopped', 'signal.reevaluated', 'signal.received', 'ssf.set.received', 'ssf.set.rejected', 'ssf.subject.added', 'ssf.subject.removed', 'task.completed', 'task.expired', 'task.started'],
+    6004: ['decision.made', 'mcp.call.decided', 'request.allowed', 'request.denied'],
+  };
+  for (const [uid, actions] of Object.entries(EXPECTED)) {
+    it(`export as class ${uid}: ${actions.length} actions`, () => {
+      for (const a of actions) assert.equal(ocsfMappingFor(a).class.uid, Number(uid), a);
+    });
+  }
+  it('only api.called reaches API Activity through its own row; the rest of 6003 is the catch-all', () => {
+    assert.deepEqual((EXPECTED[6003] ?? []).filter((a) => ocsfMappingFor(a).action !== '*'), ['api.called']);
   });
 });
 

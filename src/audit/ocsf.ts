@@ -388,12 +388,23 @@ function principalAttributes({ record, details }: OcsfMappingInput): OcsfClassAt
   };
 }
 
+/** The programmatic credential type an action's family always has, if any. */
+function credentialTypeOf(action: string): string | undefined {
+  if (action.startsWith('lease.')) return 'Lease';
+  if (action.startsWith('token.')) return 'OAuth 2.0 Access Token';
+  // A legacy exception's rotated password, an engine's own admin password.
+  if (action.startsWith('exception.') || action.startsWith('engine.secret.')) return 'Password';
+  return undefined;
+}
+
 /** Account Change 3001 for a short-lived account or credential: `user` is it, its id a programmatic credential. */
 function credentialAccountAttributes({ record, details }: OcsfMappingInput): OcsfClassAttributes {
   const subject = subjectOf(record);
-  const account = str(details, 'username', 'account');
+  const isToken = record.action.startsWith('token.');
+  // A revoked access token is about the workload it was issued to.
+  const account = str(details, 'username', 'account') ?? (isToken ? str(details, 'subject') : undefined);
   const credentialId = str(details, 'leaseId', 'credentialId') ?? record.target?.id;
-  const type = record.action.startsWith('lease.') ? 'Lease' : str(details, 'credentialType') ?? 'Credential';
+  const type = credentialTypeOf(record.action) ?? str(details, 'credentialType') ?? 'Credential';
   return {
     attributes: compact({
       user: compact({
@@ -573,6 +584,15 @@ export const OCSF_MAPPINGS: readonly OcsfMapping[] = [
   { action: 'credential.issued', class: AUTHORIZE_SESSION,   activity: always(1),                attributes: grantAttributes },
   { action: 'lease.*',           class: ACCOUNT_CHANGE,      activity: byVerb(ACCOUNT_VERBS),    attributes: credentialAccountAttributes },
   { action: 'credential.*',      class: ACCOUNT_CHANGE,      activity: accountActivity,          attributes: credentialAccountAttributes },
+  { action: 'mcp.call.decided',  class: WEB_RESOURCE_ACCESS, activity: decisionActivity,         attributes: decisionAttributes },
+  { action: 'request.*',         class: WEB_RESOURCE_ACCESS, activity: decisionActivity,         attributes: decisionAttributes },
+  { action: 'policy-set.*',      class: ENTITY_MANAGEMENT,   activity: byVerb(ENTITY_VERBS),     attributes: entityAttributes('Policy', 5) },
+  { action: 'token.refused',     class: AUTHENTICATION,      activity: always(4),                attributes: authenticationAttributes('access-token') },
+  { action: 'token.revoked',     class: ACCOUNT_CHANGE,      activity: byVerb(ACCOUNT_VERBS),    attributes: credentialAccountAttributes },
+  { action: 'exception.*',       class: ACCOUNT_CHANGE,      activity: accountActivity,          attributes: credentialAccountAttributes },
+  { action: 'engine.secret.*',   class: ACCOUNT_CHANGE,      activity: accountActivity,          attributes: credentialAccountAttributes },
+  { action: 'node.evicted',      class: ENTITY_MANAGEMENT,   activity: always(7),                attributes: entityAttributes('Node', OTHER) },
+  { action: 'join_token.*',      class: ENTITY_MANAGEMENT,   activity: byVerb(ENTITY_VERBS),     attributes: entityAttributes('Join Token', OTHER) },
   { action: '*',                 class: API_ACTIVITY,        activity: always(OTHER),            attributes: apiAttributes },
 ];
 
