@@ -25,6 +25,7 @@ import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { AuditSink, Clock } from '../kernel/index.ts';
 import type { RevocationEvent, RevocationQuery, RevocationStatus } from '../signals/index.ts';
 import { normalizePath } from './authorizer.ts';
+import { challengeText } from './challenge.ts';
 import type { EnforcementErrorCode } from './errors.ts';
 import type { PdpClient, PdpDecision, AccessRequest } from './pdp-client.ts';
 import { DPOP_CHALLENGE_ALGS } from './proxy-auth.ts';
@@ -123,11 +124,6 @@ function normalized(url: string, rawPath: string): string | undefined {
 }
 
 const KEBAB = (code: string) => code.replace(/^ERR_ENFORCE_/, '').toLowerCase().replace(/_/g, '-');
-
-/** RFC 6750 §3: `error_description` is limited to %x20-21 / %x23-5B / %x5D-7E. */
-function quoted(s: string): string {
-  return s.replace(/[^\x20-\x21\x23-\x5b\x5d-\x7e]/g, ' ').slice(0, 200);
-}
 
 function hostOnly(host: string | undefined): string {
   if (host === undefined || host === '') return '';
@@ -459,7 +455,7 @@ export class IdentityProxy {
       if (route.cfg.auth.includes('access-token')) challenges.push(`DPoP realm="writ", algs="${DPOP_CHALLENGE_ALGS}"`);
     } else {
       const err = f.error ?? 'invalid_token';
-      const base = `${f.scheme} realm="writ", error="${err}", error_description="${quoted(f.reason)}"`;
+      const base = `${f.scheme} realm="writ", error="${err}", error_description="${challengeText(f.reason)}"`;
       challenges.push(f.scheme === 'DPoP' ? `${base}, algs="${DPOP_CHALLENGE_ALGS}"` : base);
     }
     return { status: 401, code: f.code, reason: f.reason, challenge: challenges.length === 1 ? (challenges[0] ?? '') : challenges };

@@ -190,7 +190,7 @@ test('no token and a token for another audience are 401 with the resource metada
 
   const none = await fetch(main.url, { method: 'POST', headers, body: JSON.stringify(init) });
   assert.equal(none.status, 401);
-  assert.equal(none.headers.get('www-authenticate'), `Bearer resource_metadata="${prm}"`);
+  assert.equal(none.headers.get('www-authenticate'), `Bearer resource_metadata="${prm}", DPoP algs="ES256 ES384 PS256 RS256 EdDSA"`);
 
   const r = await fetch(`${ts.url}/oauth2/token`, {
     method: 'POST',
@@ -201,7 +201,7 @@ test('no token and a token for another audience are 401 with the resource metada
   const other = ((await r.json()) as { access_token: string }).access_token;
   const res = await fetch(main.url, { method: 'POST', headers: { ...headers, authorization: `Bearer ${other}` }, body: JSON.stringify(init) });
   assert.equal(res.status, 401);
-  assert.equal(res.headers.get('www-authenticate'), `Bearer resource_metadata="${prm}", error="invalid_token"`);
+  assert.equal(res.headers.get('www-authenticate'), `Bearer resource_metadata="${prm}", error="invalid_token", DPoP algs="ES256 ES384 PS256 RS256 EdDSA"`);
   assert.deepEqual(await res.json(), { error: 'invalid_token', error_description: 'access token is not for this audience', code: 'ERR_ENFORCE_CREDENTIAL_INVALID' });
   assert.ok(!upstream.authorizations.some((a) => a.includes(other)));
 

@@ -66,6 +66,15 @@ function invalid(message: string): Error {
   return enforcementErrors.error('ERR_ENFORCE_CREDENTIAL_INVALID', message);
 }
 
+/**
+ * A DPoP failure (RFC 9449 §7.1), its reason the challenge's `error`:
+ * `invalid-dpop-proof` when the proof is missing or wrong, `invalid-token`
+ * when the token was sent under the wrong scheme.
+ */
+function dpopInvalid(message: string, error: 'invalid-dpop-proof' | 'invalid-token', cause?: unknown): Error {
+  return enforcementErrors.error('ERR_ENFORCE_DPOP_INVALID', message, { reasons: [error], ...(cause === undefined ? {} : { cause }) });
+}
+
 function parseAct(v: unknown, depth = 0): ActClaim | undefined {
   if (v === undefined) return undefined;
   if (depth > 16 || v === null || typeof v !== 'object' || Array.isArray(v)) throw invalid('access token has a malformed `act` claim');
@@ -104,7 +113,9 @@ export class AccessTokenVerifier {
 
   /**
    * Verify the token of one request. Throws `ERR_ENFORCE_UNAUTHENTICATED`
-   * (no token) or `ERR_ENFORCE_CREDENTIAL_INVALID` (anything wrong with it).
+   * (no token), `ERR_ENFORCE_DPOP_INVALID` (a DPoP proof or scheme problem,
+   * its reason the RFC 9449 error) or `ERR_ENFORCE_CREDENTIAL_INVALID`
+   * (anything else wrong with the token).
    */
   async verify(p: TokenPresentation): Promise<AgentIdentity> {
     if (p.authorization === undefined || p.authorization === '') throw enforcementErrors.error('ERR_ENFORCE_UNAUTHENTICATED', 'no access token: send `Authorization: Bearer <token>` from Writ\'s token endpoint');
@@ -154,18 +165,18 @@ export class AccessTokenVerifier {
     let senderConstrained = false;
     if (jkt !== undefined) {
       if (typeof jkt !== 'string') throw invalid('access token has a malformed `cnf.jkt`');
-      if (scheme !== 'dpop') throw invalid('access token is DPoP-bound: send it with the DPoP scheme and a proof');
-      if (p.dpop.length !== 1) throw invalid(p.dpop.length === 0 ? 'DPoP proof is missing' : 'DPoP proof is sent more than once');
+      if (scheme !== 'dpop') throw dpopInvalid('access token is DPoP-bound: send it with the DPoP scheme and a proof', 'invalid-token');
+      if (p.dpop.length !== 1) throw dpopInvalid(p.dpop.length === 0 ? 'DPoP proof is missing' : 'DPoP proof is sent more than once', 'invalid-dpop-proof');
       let proofJkt: string;
       try {
         proofJkt = (await verifyDpopProof(p.dpop[0], { method: p.method, url: p.url, iatWindowSeconds: this.#o.dpopIatWindowSeconds ?? 60, accessToken: token }, this.#o.clock, this.#jtis)).jkt;
       } catch (cause) {
-        throw enforcementErrors.error('ERR_ENFORCE_CREDENTIAL_INVALID', cause instanceof Error ? cause.message : 'DPoP proof is invalid', { cause });
+        throw dpopInvalid(cause instanceof Error ? cause.message : 'DPoP proof is invalid', 'invalid-dpop-proof', cause);
       }
-      if (proofJkt !== jkt) throw invalid('DPoP proof key is not the key the token is bound to');
+      if (proofJkt !== jkt) throw dpopInvalid('DPoP proof key is not the key the token is bound to', 'invalid-dpop-proof');
       senderConstrained = true;
     } else if (scheme === 'dpop') {
-      throw invalid('access token is not DPoP-bound: send it with the Bearer scheme');
+      throw dpopInvalid('access token is not DPoP-bound: send it with the Bearer scheme', 'invalid-token');
     }
     return {
       subject: sub,

@@ -34,6 +34,7 @@ import type { AuditSink, Clock, WritError } from '../../kernel/index.ts';
 import { enforcementErrors } from '../errors.ts';
 import type { EnforcementErrorCode } from '../errors.ts';
 import { evaluateAll } from '../pdp-client.ts';
+import { challengeText } from '../challenge.ts';
 import type { AccessRequest, PdpClient, PdpDecision } from '../pdp-client.ts';
 import { AccessTokenVerifier, GATEWAY_DPOP_ALGS } from './access-token.ts';
 import type { AgentIdentity } from './access-token.ts';
@@ -152,7 +153,7 @@ function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
-function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string | string[]> = {}): void {
   const text = JSON.stringify(body);
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store', ...headers });
   res.end(text);
@@ -431,12 +432,17 @@ export class McpGateway {
   }
 
   #unauthorized(res: ServerResponse, e: unknown): void {
-    const code: EnforcementErrorCode = enforcementErrors.is(e, 'ERR_ENFORCE_UNAUTHENTICATED') ? 'ERR_ENFORCE_UNAUTHENTICATED' : 'ERR_ENFORCE_CREDENTIAL_INVALID';
-    const message = enforcementErrors.is(e, 'ERR_ENFORCE_UNAUTHENTICATED', 'ERR_ENFORCE_CREDENTIAL_INVALID') ? (e as WritError).message : 'access token could not be validated';
-    // RFC 9728 §5.1 and RFC 6750 §3: the metadata URL; `invalid_token` when a token was sent.
-    const params = [`resource_metadata="${this.metadataUrl()}"`, ...(code === 'ERR_ENFORCE_UNAUTHENTICATED' ? [] : ['error="invalid_token"'])];
-    if (this.#o.scopesSupported !== undefined && this.#o.scopesSupported.length > 0) params.push(`scope="${this.#o.scopesSupported.join(' ')}"`);
-    sendJson(res, 401, { error: code === 'ERR_ENFORCE_UNAUTHENTICATED' ? 'unauthorized' : 'invalid_token', error_description: message, code }, { 'www-authenticate': `Bearer ${params.join(', ')}` });
+    const code: EnforcementErrorCode = enforcementErrors.is(e, 'ERR_ENFORCE_UNAUTHENTICATED', 'ERR_ENFORCE_DPOP_INVALID') ? e.code as EnforcementErrorCode : 'ERR_ENFORCE_CREDENTIAL_INVALID';
+    const message = enforcementErrors.is(e, 'ERR_ENFORCE_UNAUTHENTICATED', 'ERR_ENFORCE_CREDENTIAL_INVALID', 'ERR_ENFORCE_DPOP_INVALID') ? (e as WritError).message : 'access token could not be validated';
+    // RFC 9449 §7.1: a DPoP problem is answered under the DPoP scheme, with `invalid_dpop_proof` when the proof is at fault.
+    const dpopError = code === 'ERR_ENFORCE_DPOP_INVALID' ? ((e as WritError).reasons[0] === 'invalid-dpop-proof' ? 'invalid_dpop_proof' : 'invalid_token') : undefined;
+    const error = code === 'ERR_ENFORCE_UNAUTHENTICATED' ? undefined : dpopError ?? 'invalid_token';
+    const scope = this.#o.scopesSupported !== undefined && this.#o.scopesSupported.length > 0 ? `scope="${this.#o.scopesSupported.join(' ')}"` : undefined;
+    // RFC 9728 §5.1 and RFC 6750 §3: the metadata URL; `invalid_token` when a bearer token was sent.
+    const bearer = [`resource_metadata="${this.metadataUrl()}"`, ...(error !== undefined && dpopError === undefined ? [`error="${error}"`] : []), ...(scope === undefined ? [] : [scope])];
+    // RFC 9449 §7.1: both schemes are offered; the DPoP challenge names the proof algorithms accepted.
+    const dpop = [`algs="${GATEWAY_DPOP_ALGS.join(' ')}"`, ...(dpopError === undefined ? [] : [`error="${dpopError}"`, `error_description="${challengeText(message)}"`]), ...(scope === undefined ? [] : [scope])];
+    sendJson(res, 401, { error: error ?? 'unauthorized', error_description: message, code }, { 'www-authenticate': [`Bearer ${bearer.join(', ')}`, `DPoP ${dpop.join(', ')}`] });
   }
 
   #headerMismatch(req: IncomingMessage, msg: JsonRpcMessage): string | undefined {
