@@ -248,7 +248,7 @@ describe('the mapping table covers what Writ records', () => {
     3002: ['jwt.issued', 'node.attested', 'svid.issued', 'svid.renewed', 'token.issued', 'token.refused'],
     3003: ['credential.issued', 'lease.created', 'lease.issued', 'lease.renewed'],
     3004: ['ca.activated', 'ca.key.activated', 'ca.key.dropped', 'ca.key.prepared', 'ca.key.proved', 'ca.key.retired', 'ca.proved', 'entry.created', 'entry.deleted', 'entry.updated', 'join_token.created', 'node.evicted', 'policy-set.activated', 'policy-set.rejected', 'policy.shadow.disabled', 'policy.shadow.disagreed', 'policy.shadow.enabled', 'policy.updated'],
-    6003: ['api.called', 'drill.completed', 'revocation.published', 'server.started', 'server.stopped', 'signal.reevaluated', 'signal.received', 'ssf.set.received', 'ssf.set.rejected', 'ssf.subject.added', 'ssf.subject.removed', 'task.completed', 'task.expired', 'task.started'],
+    6003: ['api.called', 'api.refusals.suppressed', 'drill.completed', 'revocation.published', 'server.started', 'server.stopped', 'signal.reevaluated', 'signal.received', 'ssf.set.received', 'ssf.set.rejected', 'ssf.subject.added', 'ssf.subject.removed', 'task.completed', 'task.expired', 'task.started'],
     6004: ['decision.made', 'mcp.call.decided', 'request.allowed', 'request.denied'],
   };
   for (const [uid, actions] of Object.entries(EXPECTED)) {
@@ -256,8 +256,8 @@ describe('the mapping table covers what Writ records', () => {
       for (const a of actions) assert.equal(ocsfMappingFor(a).class.uid, Number(uid), a);
     });
   }
-  it('only api.called reaches API Activity through its own row; the rest of 6003 is the catch-all', () => {
-    assert.deepEqual((EXPECTED[6003] ?? []).filter((a) => ocsfMappingFor(a).action !== '*'), ['api.called']);
+  it('only the api.* actions reach API Activity through their own row; the rest of 6003 is the catch-all', () => {
+    assert.deepEqual((EXPECTED[6003] ?? []).filter((a) => ocsfMappingFor(a).action !== '*'), ['api.called', 'api.refusals.suppressed']);
   });
 });
 

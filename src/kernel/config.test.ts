@@ -318,6 +318,8 @@ describe('envName', () => {
       'audit.flushEvents': 'WRIT_AUDIT_FLUSH_EVENTS',
       'audit.flushDelayMs': 'WRIT_AUDIT_FLUSH_DELAY_MS',
       'audit.maxBatchEvents': 'WRIT_AUDIT_MAX_BATCH_EVENTS',
+      'audit.anonymousRefusalBurst': 'WRIT_AUDIT_ANONYMOUS_REFUSAL_BURST',
+      'audit.anonymousRefusalsPerMinute': 'WRIT_AUDIT_ANONYMOUS_REFUSALS_PER_MINUTE',
       'audit.queueLimit': 'WRIT_AUDIT_QUEUE_LIMIT',
       'admin.tokenFile': 'WRIT_ADMIN_TOKEN_FILE',
       'metrics.enabled': 'WRIT_METRICS_ENABLED',

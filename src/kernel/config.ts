@@ -51,6 +51,8 @@ export const CONFIG_SCHEMA = {
   'audit.flushEvents': { kind: 'integer', min: 1, max: 100_000, default: 100, doc: 'group commit: a batch is written as soon as this many events wait' },
   'audit.flushDelayMs': { kind: 'integer', min: 0, max: 1000, default: 2, doc: 'group commit: or this long after the first event of a batch arrived, when the writer was idle (right after a write, waiting events are written at the next turn of the event loop)' },
   'audit.maxBatchEvents': { kind: 'integer', min: 1, max: 100_000, default: 2000, doc: 'most events written in one commit when the writer is behind' },
+  'audit.anonymousRefusalBurst': { kind: 'integer', min: 1, max: 1_000_000, default: 100, doc: 'refusals of callers without a valid credential (admin API 401s, anonymous token requests) audited one by one per source address before the rate below applies; beyond it they are counted into one `api.refusals.suppressed` event per source per minute' },
+  'audit.anonymousRefusalsPerMinute': { kind: 'integer', min: 0, max: 1_000_000, default: 60, doc: 'refill rate of each source address\'s budget of individually audited anonymous refusals' },
   'audit.queueLimit': { kind: 'integer', min: 100, max: 10_000_000, default: 200_000, doc: 'events waiting beyond this are refused with 503 instead of growing memory' },
   'admin.tokenFile': { kind: 'string', default: '', doc: 'where the bootstrap admin credential is written on first start (empty: `<dataDir>/admin.token`)' },
   'metrics.enabled': { kind: 'boolean', default: true, doc: 'serve Prometheus metrics at `/metrics`' },

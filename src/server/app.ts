@@ -30,6 +30,7 @@ import type { SignalRouteExtras } from './signals-routes.ts';
 import { registerOAuthRoutes } from './oauth-routes.ts';
 import type { ServedOAuth } from './oauth-routes.ts';
 import { registerClientCertCheck } from './tls-listener.ts';
+import { RefusalAuditLimiter } from './refusal-limiter.ts';
 
 /** What the app is built from (the composition root wires these). */
 export interface AppDeps {
@@ -179,11 +180,20 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     throw governanceErrors.error('ERR_GOV_FORBIDDEN', `role \`${principal.role}\` lacks permission \`${permission}\``);
   });
 
+  // Refusals of callers with no valid credential are audited within a per-source budget; the
+  // rest are counted into `api.refusals.suppressed` events (see refusal-limiter.ts).
+  const refusals = new RefusalAuditLimiter({ burst: config['audit.anonymousRefusalBurst'], perMinute: config['audit.anonymousRefusalsPerMinute'] }, audit, systemClock);
+  metrics.registerRefusalsSuppressed(() => refusals.suppressedTotal);
+  app.addHook('onClose', async () => {
+    await refusals.close().catch((err: unknown) => app.log.error({ err }, 'could not audit the suppressed refusal counts'));
+  });
+
   // Every admin call is in the audit log before its response leaves: a caller
   // that saw a 2xx can rely on the record being durable.
   app.addHook('onSend', async (req, reply, payload) => {
     if (req.routeOptions.config.permission === undefined) return payload;
     const status = reply.statusCode;
+    if (status === 401 && req.principal === undefined && !refusals.admit(req.ip, 'admin-api')) return payload;
     try {
       await audit.append({
         action: 'api.called',
@@ -264,7 +274,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   if (deps.identity !== undefined) await registerIdentityRoutes(app, deps.identity, deps.tls);
   if (deps.credentials !== undefined) await registerCredentialRoutes(app, deps.credentials);
   if (deps.signals !== undefined) await registerSignalRoutes(app, { signals: deps.signals, audit, heartbeatMs: config['revocations.heartbeatMs'], ...deps.signalsExtras });
-  if (deps.oauth !== undefined) await registerOAuthRoutes(app, deps.oauth, audit);
+  if (deps.oauth !== undefined) await registerOAuthRoutes(app, deps.oauth, audit, refusals);
   return app;
 }
 

@@ -8,6 +8,8 @@ export interface ServerMetrics {
   readonly registry: Registry;
   readonly httpRequests: Counter<'method' | 'route' | 'status'>;
   readonly httpDuration: Histogram<'method' | 'route'>;
+  /** Count anonymous refusals that were counted instead of audited one by one. */
+  registerRefusalsSuppressed(total: () => number): void;
 }
 
 /**
@@ -58,5 +60,19 @@ export function createMetrics(auditStats: () => AuditWriterStats): ServerMetrics
       this.set(auditStats().lastBatchSize);
     },
   });
-  return { registry, httpRequests, httpDuration };
+  return {
+    registry,
+    httpRequests,
+    httpDuration,
+    registerRefusalsSuppressed(total) {
+      new Gauge({
+        name: 'writ_audit_refusals_suppressed_total',
+        help: 'refusals of callers without a valid credential beyond their source\'s audit budget: counted into `api.refusals.suppressed` events instead of audited one by one',
+        registers: [registry],
+        collect() {
+          this.set(total());
+        },
+      });
+    },
+  };
 }

@@ -9,6 +9,7 @@
  * `token.refused` (written here) — with the PDP decision ids; never a token
  * or an assertion.
  */
+import type { RefusalAuditLimiter } from './refusal-limiter.ts';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { AuditSink, Clock, WritConfig } from '../kernel/index.ts';
 import { WritError, systemClock } from '../kernel/index.ts';
@@ -161,7 +162,7 @@ function noStore(reply: FastifyReply): FastifyReply {
  * @example
  * await registerOAuthRoutes(app, oauth, audit);
  */
-export async function registerOAuthRoutes(app: FastifyInstance, oauth: ServedOAuth, audit: AuditSink): Promise<void> {
+export async function registerOAuthRoutes(app: FastifyInstance, oauth: ServedOAuth, audit: AuditSink, refusals?: RefusalAuditLimiter): Promise<void> {
   const { as, clients } = oauth;
 
   app.get('/.well-known/oauth-authorization-server', { schema: { summary: 'RFC 8414 authorization server metadata', tags: ['oauth'] } }, async () => as.metadata());
@@ -180,7 +181,9 @@ export async function registerOAuthRoutes(app: FastifyInstance, oauth: ServedOAu
       if (status >= 500) req.log.error({ err: e.cause ?? e, code: e.code }, 'oauth request failed');
       else req.log.info({ code: e.code, error, reasons: e.reasons }, 'oauth request refused');
       const trace = traces.get(req);
-      if (trace !== undefined) {
+      // A refusal of a caller that named neither a client nor a subject is audited within its source's budget.
+      const anonymous = trace !== undefined && trace.subject === undefined && trace.clientId === undefined;
+      if (trace !== undefined && (!anonymous || refusals === undefined || refusals.admit(req.ip, 'oauth'))) {
         await audit.append({
           action: 'token.refused',
           actor: { type: trace.subject === undefined ? 'anonymous' : 'workload', id: trace.subject ?? trace.clientId ?? 'anonymous', ip: req.ip },
