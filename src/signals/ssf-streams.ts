@@ -453,7 +453,8 @@ export class SsfStreams {
       // The error is not kept: only that it did not open is reported.
       if (!this.#unreadable.has(r.streamId)) {
         this.#unreadable.add(r.streamId);
-        await this.#o.audit.append({ action: 'ssf.stream.credential-unreadable', actor: { type: 'system', id: 'writ' }, target: { type: 'ssf_stream', id: r.streamId }, outcome: 'failure', correlationId: newCorrelationId(), details: { reason: 'the sealed authorization header did not open (another key-encryption key, or a tampered or moved row); nothing is pushed' } });
+        // An audit that failed is tried again on the next push.
+        await this.#o.audit.append({ action: 'ssf.stream.credential-unreadable', actor: { type: 'system', id: 'writ' }, target: { type: 'ssf_stream', id: r.streamId }, outcome: 'failure', correlationId: newCorrelationId(), details: { reason: 'the sealed authorization header did not open (another key-encryption key, or a tampered or moved row); nothing is pushed' } }).catch(() => this.#unreadable.delete(r.streamId));
       }
       return undefined;
     }
@@ -514,7 +515,8 @@ export class SsfStreams {
     if (this.#closed) return;
     try {
       for (const r of await this.#o.store.listStreams()) {
-        await this.#sealLegacy(r);
+        // One row that cannot be rewritten now does not hold up the others' pushes.
+        await this.#sealLegacy(r).catch(() => undefined);
         if (r.config.delivery.method === SSF_PUSH && r.config.status === 'enabled') void this.#push(r.streamId);
       }
     } catch {

@@ -169,8 +169,24 @@ test('SQLite server: stored sealed, pushed with the header; a plain-text row of 
     const events = audit.json.events as { outcome: string; target?: { id: string } }[];
     assert.deepEqual(events.map((e) => [e.target?.id, e.outcome]), [[a, 'failure']]);
     assert.equal((await s.call('GET', '/healthz', { token: null })).status, 200, 'the server keeps serving');
+
+    // The receiver gives the header again: sealed anew, and the SET held back is pushed with it.
+    const FRESH = `Bearer ssf-rx-${randomBytes(8).toString('hex')}`;
+    const patched = await s.call('PATCH', '/ssf/stream', { ...rx, body: { stream_id: a, delivery: { method: SSF_PUSH, endpoint_url: `${base}/a`, authorization_header: FRESH } } });
+    assert.equal(patched.status, 200, patched.text);
+    assert.equal(dataFolderText(dataDir).includes(FRESH.slice(7)), false);
+    await until('the held-back SET on stream a', () => got.some((g) => g.path === '/a'));
+    assert.deepEqual([...new Set(got.filter((g) => g.path === '/a').map((g) => g.auth))], [FRESH]);
+    // A new delivery without a header drops the stored one: pushes carry no Authorization.
+    const replaced = await s.call('PUT', '/ssf/stream', { ...rx, body: { stream_id: a, delivery: { method: SSF_PUSH, endpoint_url: `${base}/a` } } });
+    assert.equal(replaced.status, 200, replaced.text);
+    assert.equal(row(dataDir, a).authorization_sealed, null);
+    got.length = 0;
+    await revoke('spiffe://writ.local/svc/sealed-4');
+    await until('a push on each stream', () => got.length >= 2);
+    assert.deepEqual(got.map((g) => [g.path, g.auth]).sort(), [['/a', undefined], ['/b', LEGACY]]);
     logs.push(s.logs());
-    for (const secret of [SECRET, LEGACY]) assert.equal(logs.join('\n').includes(secret.slice(7)), false, 'no credential in a log line');
+    for (const secret of [SECRET, LEGACY, FRESH]) assert.equal(logs.join('\n').includes(secret.slice(7)), false, 'no credential in a log line');
   } finally {
     await s?.stop();
     await new Promise<void>((r) => receiver.close(() => r()));
