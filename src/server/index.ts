@@ -7,3 +7,4 @@ export { buildApp, requireAdminPermission } from './app.ts';
 export { serverErrors } from './errors.ts';
 export { allErrorCodes, renderErrorsDoc, ERROR_CATALOGS } from './error-catalog.ts';
 export { tokenFilePath } from './bootstrap.ts';
+export { kekSealer } from './signals-routes.ts';

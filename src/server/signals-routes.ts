@@ -9,11 +9,14 @@
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { SIGNAL_TYPES, signalsErrors, SignalService, InProcessRevocationBus, SetSigner, SsfPushTransmitter, SsfStreams, SsfReceiver, SetRejected, DRILL_EVENT_PREFIX } from '../signals/index.ts';
-import type { RevocationBus, RevocationEvent, SignalType, SignalOrigin, PushReceiver, DeliveryReport, StreamCaller, StreamDeliveryReport, TrustedTransmitter, EnforcementPointStore, RevocationDrill } from '../signals/index.ts';
+import type { SecretSealer, RevocationBus, RevocationEvent, SignalType, SignalOrigin, PushReceiver, DeliveryReport, StreamCaller, StreamDeliveryReport, TrustedTransmitter, EnforcementPointStore, RevocationDrill } from '../signals/index.ts';
 import { newCorrelationId, systemClock } from '../kernel/index.ts';
 import type { AuditSink, WritConfig } from '../kernel/index.ts';
 import { PostgresRevocationBus, NatsRevocationBus } from '../storage/index.ts';
 import type { Store } from '../storage/index.ts';
+import type { KeyEncryptionKey } from '../identity/index.ts';
+import { openSecret, sealSecret } from '../credentials/index.ts';
+import type { SealedSecret } from '../credentials/index.ts';
 import { openEventStream } from './sse.ts';
 
 /** What the signal routes need. */
@@ -411,13 +414,39 @@ export interface SsfDeliveryLog {
 }
 
 /**
- * Build the revocation bus `bus.kind` names, the signal service over the
- * store, and the Shared Signals transmitter and receiver.
+ * The signals context's {@link SecretSealer} over the KEK: envelope
+ * encryption as for CA keys and engine passwords, the context bound as AAD;
+ * the sealed value is stored as JSON.
  *
  * @example
- * const signals = await startSignals(config, store, audit, undefined);
+ * const sealer = kekSealer(new KeyEncryptionKey(kekBytes));
+ * const sealed = sealer.seal(new Secret('Bearer x'), ssfStreamSecretContext('st_1'));
  */
-export async function startSignals(config: WritConfig, store: Store, audit: AuditSink, pgSchema: string | undefined, env: Readonly<Record<string, string | undefined>> = {}, onDelivery?: (r: DeliveryReport) => void, log: SsfDeliveryLog = {}): Promise<ServedSignals> {
+export function kekSealer(kek: KeyEncryptionKey): SecretSealer {
+  return {
+    seal: (plain, context) => JSON.stringify(sealSecret(kek, plain, context)),
+    open(sealed, context) {
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(sealed);
+      } catch {
+        parsed = {};
+      }
+      // Not a sealed value at all: `openSecret` refuses it as an unknown version, like any other that does not open.
+      return openSecret(kek, (typeof parsed === 'object' && parsed !== null ? parsed : {}) as SealedSecret, context);
+    },
+  };
+}
+
+/**
+ * Build the revocation bus `bus.kind` names, the signal service over the
+ * store, and the Shared Signals transmitter and receiver; `sealer` keeps
+ * push streams' credentials sealed in the store.
+ *
+ * @example
+ * const signals = await startSignals(config, store, audit, kekSealer(kek), undefined);
+ */
+export async function startSignals(config: WritConfig, store: Store, audit: AuditSink, sealer: SecretSealer, pgSchema: string | undefined, env: Readonly<Record<string, string | undefined>> = {}, onDelivery?: (r: DeliveryReport) => void, log: SsfDeliveryLog = {}): Promise<ServedSignals> {
   const receivers = parseReceivers(config['ssf.receivers'], env);
   const transmitters = parseTransmitters(config['ssf.transmitters'], env);
   let bus: RevocationBus;
@@ -439,7 +468,7 @@ export async function startSignals(config: WritConfig, store: Store, audit: Audi
   // NOTE: each replica makes its own key (receivers fetch the JWKS by `kid`); made on first use.
   let signing: Promise<SetSigner> | undefined = receivers.length === 0 ? undefined : Promise.resolve(await SetSigner.generate());
   const signer = (): Promise<SetSigner> => (signing ??= SetSigner.generate());
-  const streams = new SsfStreams({ store: store.ssf, signer, audit, clock: systemClock, onDelivery: (r) => log.stream?.(r) });
+  const streams = new SsfStreams({ store: store.ssf, sealer, signer, audit, clock: systemClock, onDelivery: (r) => log.stream?.(r) });
   const receiver = new SsfReceiver({
     transmitters,
     store: store.ssf,

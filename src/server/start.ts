@@ -18,11 +18,12 @@ import { startIdentity, svidIssuanceGate } from './identity-routes.ts';
 import type { NodeApiWiring, ServedIdentity } from './identity-routes.ts';
 import { startOAuth, taskLookup } from './oauth-routes.ts';
 import type { ServedOAuth } from './oauth-routes.ts';
+import { KeyEncryptionKey } from '../identity/index.ts';
 import type { IdentityIssuer } from '../identity/index.ts';
 import type { FastifyInstance } from 'fastify';
 import { startCredentials } from './credentials-routes.ts';
 import type { ServedCredentials } from './credentials-routes.ts';
-import { startSignals } from './signals-routes.ts';
+import { kekSealer, startSignals } from './signals-routes.ts';
 import type { ServedSignals, SsfDeliveryLog } from './signals-routes.ts';
 import { Reevaluator, RevocationDrill } from '../signals/index.ts';
 import type { DeliveryReport } from '../signals/index.ts';
@@ -110,7 +111,8 @@ export async function startServer(sources: ConfigSources & { logStream?: NodeJS.
     let appLog: ((r: DeliveryReport) => void) | undefined;
     identity = await startIdentity(config, store.identity, audit, (err) => rotationLog?.(err));
     const ssfLog: SsfDeliveryLog = {};
-    signals = await startSignals(config, store, audit, sources.pgSchema, sources.env ?? {}, (r) => {
+    // Push streams' credentials are sealed under the KEK, as CA keys and engine passwords are.
+    signals = await startSignals(config, store, audit, kekSealer(new KeyEncryptionKey(identity.kek.kek)), sources.pgSchema, sources.env ?? {}, (r) => {
       if (r.outcome !== 'delivered') appLog?.(r);
     }, ssfLog);
     const served1 = signals;
@@ -141,7 +143,7 @@ export async function startServer(sources: ConfigSources & { logStream?: NodeJS.
     rotationLog = (err) => app.log.error({ err }, 'scheduled CA rotation step failed; it is retried at the next check');
     busLog = (err, what) => app.log.error({ err }, what);
     ssfLog.stream = (r) => {
-      if (r.outcome === 'rejected' || r.outcome === 'gave-up' || r.outcome === 'receiver-error') app.log.warn({ streamId: r.streamId, jti: r.jti, outcome: r.outcome, status: r.status, err: r.err, attempts: r.attempts }, 'SSF stream delivery did not succeed');
+      if (r.outcome === 'rejected' || r.outcome === 'gave-up' || r.outcome === 'receiver-error' || r.outcome === 'credential-unreadable') app.log.warn({ streamId: r.streamId, jti: r.jti, outcome: r.outcome, status: r.status, err: r.err, attempts: r.attempts }, 'SSF stream delivery did not succeed');
     };
     ssfLog.poll = (issuer, err) => app.log.warn({ issuer, err }, 'SSF poll of a transmitter failed; it is retried with backoff');
     appLog = (r) => app.log.warn({ receiver: r.receiver, jti: r.jti, outcome: r.outcome, status: r.status, err: r.err, attempts: r.attempts }, 'SSF push delivery did not succeed');

@@ -7,7 +7,9 @@
  *   PostgreSQL outbox + LISTEN/NOTIFY and NATS JetStream (`storage/bus/`).
  * - {@link SignalStore}: where accepted signals are kept, and the read side the
  *   PDP uses for "latest posture / risk of a subject" ({@link SignalContext}).
+ * - {@link SecretSealer}: envelope encryption of the secrets streams keep.
  */
+import type { Secret } from '../kernel/index.ts';
 import type { SignalRecord, SignalType } from './signal.ts';
 
 /** What a revocation takes away. */
@@ -118,7 +120,14 @@ export interface SsfStreamRecord {
   readonly streamId: string;
   /** The admin principal that created it; only it (or an admin) manages it. */
   readonly owner: string;
+  /** Stored without `delivery.authorization_header`: that credential is in {@link sealedAuthorization}. */
   readonly config: SsfStreamState;
+  /**
+   * A push stream's `delivery.authorization_header`, sealed by the
+   * {@link SecretSealer} under the context {@link ssfStreamSecretContext} of
+   * this stream; absent when the receiver gave none.
+   */
+  readonly sealedAuthorization?: string;
   /** Bumped by every update (compare-and-set). */
   readonly revision: number;
   readonly createdAt: string;
@@ -136,6 +145,12 @@ export interface SsfStreamState {
   readonly events_supported: readonly string[];
   readonly events_requested: readonly string[];
   readonly events_delivered: readonly string[];
+  /**
+   * `authorization_header` is here only on its way in (a receiver's request)
+   * and in rows an older version stored in plain text, which `SsfStreams`
+   * seals on start; stored rows keep it in
+   * {@link SsfStreamRecord.sealedAuthorization}.
+   */
   readonly delivery: { readonly method: string; readonly endpoint_url?: string; readonly authorization_header?: string };
   readonly min_verification_interval: number;
   readonly description?: string;
@@ -212,4 +227,31 @@ export interface EnforcementPointStore {
   /** Keep the first acknowledgement of an event by a point. */
   recordAck(ack: RevocationAck): Promise<void>;
   listAcks(eventIds: readonly string[]): Promise<readonly RevocationAck[]>;
+}
+
+/**
+ * Port: seals a secret the signals context must keep (a push stream's
+ * `authorization_header`) under the server's key-encryption key, binding
+ * `context` (the record's identity) as additional authenticated data, so a
+ * sealed value cannot be moved to another record. The server adapts the KEK.
+ *
+ * @example
+ * const sealed = sealer.seal(new Secret('Bearer rx-given'), ssfStreamSecretContext('st_1'));
+ * sealer.open(sealed, ssfStreamSecretContext('st_1')).reveal(); // 'Bearer rx-given'
+ */
+export interface SecretSealer {
+  /** An opaque, printable string that holds nothing usable without the key. */
+  seal(plain: Secret, context: string): string;
+  /** Throws for a wrong key, a wrong `context` or a tampered value; the error names no secret. */
+  open(sealed: string, context: string): Secret;
+}
+
+/**
+ * AAD of a stream's sealed `authorization_header`.
+ *
+ * @example
+ * ssfStreamSecretContext('st_0123'); // 'writ/signals/ssf-stream/st_0123'
+ */
+export function ssfStreamSecretContext(streamId: string): string {
+  return `writ/signals/ssf-stream/${streamId}`;
 }

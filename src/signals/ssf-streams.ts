@@ -8,12 +8,19 @@
  *
  * INVARIANT: a SET's `jti` for a revocation is derived from the revocation id
  * and the stream id, so replicas that all hear the revocation queue it once.
+ *
+ * INVARIANT: a push stream's `authorization_header` is stored only sealed
+ * (the {@link SecretSealer} port: the KEK, the stream id bound as AAD); it is
+ * opened just before a push and never read back, logged or audited. A row an
+ * older version stored in plain text is sealed on start (and by the sweep).
+ * A credential that does not open is a failed try: nothing is sent.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import type { AuditActor, AuditSink, Clock } from '../kernel/index.ts';
-import { canonicalJson } from '../kernel/index.ts';
+import { Secret, canonicalJson, newCorrelationId } from '../kernel/index.ts';
 import { signalsErrors } from './errors.ts';
-import type { QueuedSet, RevocationBus, RevocationEvent, SsfStore, SsfStreamRecord, SsfStreamState, SsfSubject, Unsubscribe } from './ports.ts';
+import { ssfStreamSecretContext } from './ports.ts';
+import type { QueuedSet, RevocationBus, RevocationEvent, SecretSealer, SsfStore, SsfStreamRecord, SsfStreamState, SsfSubject, Unsubscribe } from './ports.ts';
 import { CAEP_CREDENTIAL_CHANGE, CAEP_SESSION_REVOKED, SSF_PUSH, setForRevocation } from './ssf.ts';
 import type { SetClaims, SetSigner, SubjectId } from './ssf.ts';
 
@@ -44,7 +51,8 @@ export interface StreamCaller {
 export interface StreamDeliveryReport {
   readonly streamId: string;
   readonly jti: string;
-  readonly outcome: 'delivered' | 'rejected' | 'gave-up' | 'acknowledged' | 'receiver-error';
+  /** `credential-unreadable`: the stream's sealed `authorization_header` did not open (wrong KEK, tampered or moved row); nothing was sent. */
+  readonly outcome: 'delivered' | 'rejected' | 'gave-up' | 'acknowledged' | 'receiver-error' | 'credential-unreadable';
   readonly attempts: number;
   readonly status?: number;
   /** RFC 8935 §2.4 / RFC 8936 `err` code reported by the receiver. */
@@ -54,6 +62,8 @@ export interface StreamDeliveryReport {
 /** Options of {@link SsfStreams}. */
 export interface SsfStreamsOptions {
   readonly store: SsfStore;
+  /** Seals push streams' `authorization_header` for the store, and opens it to push. */
+  readonly sealer: SecretSealer;
   /** The signing key, made on first use. */
   readonly signer: () => Promise<SetSigner>;
   readonly audit: AuditSink;
@@ -153,6 +163,9 @@ export function publicConfig(s: SsfStreamState): Record<string, unknown> {
   return { ...rest, delivery: d };
 }
 
+/** What a push may send as `Authorization`: the header (none when the receiver gave none), or `undefined` when it did not open. */
+type PushAuthorization = { readonly header: Secret | undefined } | undefined;
+
 /** A deterministic SET id: one per revocation and stream, whichever replica makes it. */
 function jtiFor(streamId: string, key: string): string {
   const h = createHash('sha256').update(`${streamId}\n${key}`).digest('hex');
@@ -161,7 +174,7 @@ function jtiFor(streamId: string, key: string): string {
 
 /**
  * @example
- * const streams = new SsfStreams({ store: store.ssf, signer: () => signer, audit, clock: systemClock });
+ * const streams = new SsfStreams({ store: store.ssf, sealer, signer: () => signer, audit, clock: systemClock });
  * streams.setIssuer('https://writ.example');
  * await streams.start(bus);
  * const config = await streams.create(caller, { delivery: { method: SSF_POLL } });
@@ -174,6 +187,8 @@ export class SsfStreams {
   #closed = false;
   readonly #pushing = new Map<string, boolean>();
   readonly #waiters = new Map<string, Set<() => void>>();
+  /** Streams whose credential did not open, audited once until it opens again. */
+  readonly #unreadable = new Set<string>();
 
   constructor(options: SsfStreamsOptions) {
     this.#o = options;
@@ -200,9 +215,14 @@ export class SsfStreams {
     };
   }
 
-  /** Follow the bus from now: every revocation becomes a SET on each stream that wants it. */
+  /** Seal what an older version stored in plain text, then follow the bus from now: every revocation becomes a SET on each stream that wants it. */
   async start(bus: RevocationBus): Promise<void> {
     if (this.#stop !== undefined) return;
+    try {
+      for (const r of await this.#o.store.listStreams()) await this.#sealLegacy(r);
+    } catch {
+      // The store is unreachable: the sweep seals them.
+    }
     this.#stop = await bus.subscribe(undefined, (e) => this.#onRevocation(e));
     this.#sweep = setInterval(() => void this.#sweepAll(), this.#o.sweepMs ?? 1000);
     this.#sweep.unref();
@@ -237,7 +257,8 @@ export class SsfStreams {
       status: 'enabled',
       excluded_subjects: [],
     };
-    await this.#o.store.insertStream({ streamId, owner: caller.id, config: state, revision: 1, createdAt: now, updatedAt: now });
+    const stored = this.#stored(streamId, state.delivery, undefined);
+    await this.#o.store.insertStream({ streamId, owner: caller.id, config: { ...state, delivery: stored.delivery }, ...stored.sealed, revision: 1, createdAt: now, updatedAt: now });
     await this.#audit(caller, 'ssf.stream.created', streamId, { delivery: state.delivery.method, eventsDelivered: state.events_delivered, ...(state.delivery.endpoint_url === undefined ? {} : { endpointUrl: state.delivery.endpoint_url }) });
     return publicConfig(state);
   }
@@ -254,13 +275,15 @@ export class SsfStreams {
     const o = obj(body, 'a stream configuration');
     const id = streamIdOf(o);
     const c = parseReceiverConfig(o, true);
+    // The stored credential stays with the delivery it was given for, and goes when the delivery is replaced.
+    const keepsDelivery = c.delivery === undefined && !replace;
     return this.#change(caller, id, 'ssf.stream.updated', (s) => {
       const requested = c.events_requested ?? (replace ? [...SSF_EVENTS_SUPPORTED] : s.events_requested);
       const delivery = c.delivery ?? (replace ? { method: SSF_POLL } : s.delivery);
       const { description: _d, ...rest } = s;
       const description = c.description ?? (replace ? undefined : s.description);
       return { ...rest, events_requested: requested, events_delivered: SSF_EVENTS_SUPPORTED.filter((e) => requested.includes(e)), delivery: this.#delivery(id, delivery), ...(description === undefined ? {} : { description }) };
-    }).then(publicConfig);
+    }, {}, keepsDelivery).then(publicConfig);
   }
 
   /** SSF §8.1.1.5: delete a stream and its queue. */
@@ -381,13 +404,60 @@ export class SsfStreams {
     return r;
   }
 
-  async #change(caller: StreamCaller, streamId: string, action: string, f: (s: SsfStreamState) => SsfStreamState, details: Record<string, unknown> = {}): Promise<SsfStreamState> {
+  /**
+   * Apply `f` to the stored stream (compare-and-set). `keepsDelivery`: the
+   * delivery is the stored one, so its sealed credential stays; otherwise the
+   * new delivery's credential (if any) is sealed and the old one dropped.
+   */
+  async #change(caller: StreamCaller, streamId: string, action: string, f: (s: SsfStreamState) => SsfStreamState, details: Record<string, unknown> = {}, keepsDelivery = true): Promise<SsfStreamState> {
     const cur = await this.#own(caller, streamId);
     const next = f(cur.config);
-    const ok = await this.#o.store.updateStream({ ...cur, config: next, revision: cur.revision + 1, updatedAt: new Date(this.#o.clock.nowMs()).toISOString() }, cur.revision);
+    const stored = this.#stored(streamId, next.delivery, keepsDelivery ? cur.sealedAuthorization : undefined);
+    const { sealedAuthorization: _old, ...base } = cur;
+    const config = { ...next, delivery: stored.delivery };
+    const ok = await this.#o.store.updateStream({ ...base, config, ...stored.sealed, revision: cur.revision + 1, updatedAt: new Date(this.#o.clock.nowMs()).toISOString() }, cur.revision);
     if (!ok) throw signalsErrors.error('ERR_SIGNALS_SSF_STREAM_CONFLICT', `stream \`${streamId}\` changed while it was updated; retry`);
     await this.#audit(caller, action, streamId, details);
-    return next;
+    return config;
+  }
+
+  /**
+   * A delivery as stored: without `authorization_header`, which is sealed to
+   * this stream; `kept` (an already sealed credential) when it carries none.
+   */
+  #stored(streamId: string, d: SsfStreamState['delivery'], kept: string | undefined): { delivery: SsfStreamState['delivery']; sealed: { sealedAuthorization?: string } } {
+    const { authorization_header: header, ...delivery } = d;
+    if (header === undefined) return { delivery, sealed: kept === undefined ? {} : { sealedAuthorization: kept } };
+    return { delivery, sealed: { sealedAuthorization: this.#o.sealer.seal(new Secret(header), ssfStreamSecretContext(streamId)) } };
+  }
+
+  /** A row an older version wrote with the credential in plain text: seal it; a replica that sealed it first wins the compare-and-set. */
+  async #sealLegacy(r: SsfStreamRecord): Promise<void> {
+    if (r.config.delivery.authorization_header === undefined) return;
+    const stored = this.#stored(r.streamId, r.config.delivery, undefined);
+    const { sealedAuthorization: _old, ...base } = r;
+    await this.#o.store.updateStream({ ...base, config: { ...r.config, delivery: stored.delivery }, ...stored.sealed, revision: r.revision + 1 }, r.revision);
+  }
+
+  /** Open the stream's credential for a push; `undefined` (and audited once) when it does not open. */
+  async #authorization(r: SsfStreamRecord): Promise<PushAuthorization> {
+    // A row still in plain text (an older replica wrote it since the sweep): used as it is; the sweep seals it.
+    const plain = r.config.delivery.authorization_header;
+    if (plain !== undefined) return { header: new Secret(plain) };
+    if (r.sealedAuthorization === undefined) return { header: undefined };
+    try {
+      const header = this.#o.sealer.open(r.sealedAuthorization, ssfStreamSecretContext(r.streamId));
+      this.#unreadable.delete(r.streamId);
+      return { header };
+    } catch {
+      // The error is not kept: only that it did not open is reported.
+      if (!this.#unreadable.has(r.streamId)) {
+        this.#unreadable.add(r.streamId);
+        // An audit that failed is tried again on the next push.
+        await this.#o.audit.append({ action: 'ssf.stream.credential-unreadable', actor: { type: 'system', id: 'writ' }, target: { type: 'ssf_stream', id: r.streamId }, outcome: 'failure', correlationId: newCorrelationId(), details: { reason: 'the sealed authorization header did not open (another key-encryption key, or a tampered or moved row); nothing is pushed' } }).catch(() => this.#unreadable.delete(r.streamId));
+      }
+      return undefined;
+    }
   }
 
   async #audit(caller: StreamCaller, action: string, streamId: string, details: Record<string, unknown>, outcome: 'success' | 'failure' = 'success'): Promise<void> {
@@ -444,7 +514,11 @@ export class SsfStreams {
   async #sweepAll(): Promise<void> {
     if (this.#closed) return;
     try {
-      for (const r of await this.#o.store.listStreams()) if (r.config.delivery.method === SSF_PUSH && r.config.status === 'enabled') void this.#push(r.streamId);
+      for (const r of await this.#o.store.listStreams()) {
+        // One row that cannot be rewritten now does not hold up the others' pushes.
+        await this.#sealLegacy(r).catch(() => undefined);
+        if (r.config.delivery.method === SSF_PUSH && r.config.status === 'enabled') void this.#push(r.streamId);
+      }
     } catch {
       // The store is unreachable: the next sweep retries.
     }
@@ -462,7 +536,8 @@ export class SsfStreams {
         const rec = await this.#o.store.getStream(streamId);
         if (rec === undefined || rec.config.status !== 'enabled' || rec.config.delivery.method !== SSF_PUSH || this.#closed) return;
         const due = await this.#o.store.dueSets(streamId, new Date(this.#o.clock.nowMs()).toISOString(), 20);
-        for (const q of due) await this.#deliverOne(rec.config, q);
+        const auth = due.length === 0 ? { header: undefined } : await this.#authorization(rec);
+        for (const q of due) await this.#deliverOne(rec.config, q, auth);
         if (due.length < 20 && this.#pushing.get(streamId) !== true) return;
         this.#pushing.set(streamId, false);
       }
@@ -473,7 +548,7 @@ export class SsfStreams {
     }
   }
 
-  async #deliverOne(s: SsfStreamState, q: QueuedSet): Promise<void> {
+  async #deliverOne(s: SsfStreamState, q: QueuedSet, auth: PushAuthorization): Promise<void> {
     const nowMs = this.#o.clock.nowMs();
     // Claim it for the length of one try, so another replica does not send it at the same time.
     const claim = new Date(nowMs + 30_000).toISOString();
@@ -481,30 +556,34 @@ export class SsfStreams {
     const attempt = q.attempts + 1;
     const report = (x: Omit<StreamDeliveryReport, 'streamId' | 'jti' | 'attempts'>): void => this.#o.onDelivery?.({ streamId: s.stream_id, jti: q.jti, attempts: attempt, ...x });
     let status: number | undefined;
-    try {
-      const res = await fetch(s.delivery.endpoint_url ?? '', {
-        method: 'POST',
-        headers: { 'content-type': 'application/secevent+jwt', accept: 'application/json', ...(s.delivery.authorization_header === undefined ? {} : { authorization: s.delivery.authorization_header }) },
-        body: q.set,
-        signal: AbortSignal.timeout(10_000),
-      });
-      status = res.status;
-      if (status === 202) {
+    // Fail closed: without its credential the SET is not sent; the try counts, so it is given up in the end.
+    if (auth === undefined) report({ outcome: 'credential-unreadable' });
+    else {
+      try {
+        const res = await fetch(s.delivery.endpoint_url ?? '', {
+          method: 'POST',
+          headers: { 'content-type': 'application/secevent+jwt', accept: 'application/json', ...(auth.header === undefined ? {} : { authorization: auth.header.reveal() }) },
+          body: q.set,
+          signal: AbortSignal.timeout(10_000),
+        });
+        status = res.status;
+        if (status === 202) {
+          await res.body?.cancel().catch(() => undefined);
+          await this.#o.store.deleteSets(s.stream_id, [q.jti]);
+          report({ outcome: 'delivered', status });
+          return;
+        }
+        if (status === 400) {
+          // RFC 8935 §2.3: the receiver refused this SET; sending it again would not change that.
+          const b = (await res.json().catch(() => ({}))) as { err?: unknown };
+          await this.#o.store.deleteSets(s.stream_id, [q.jti]);
+          report({ outcome: 'rejected', status, ...(typeof b.err === 'string' ? { err: b.err.slice(0, 64) } : {}) });
+          return;
+        }
         await res.body?.cancel().catch(() => undefined);
-        await this.#o.store.deleteSets(s.stream_id, [q.jti]);
-        report({ outcome: 'delivered', status });
-        return;
+      } catch {
+        // No answer: retried below.
       }
-      if (status === 400) {
-        // RFC 8935 §2.3: the receiver refused this SET; sending it again would not change that.
-        const b = (await res.json().catch(() => ({}))) as { err?: unknown };
-        await this.#o.store.deleteSets(s.stream_id, [q.jti]);
-        report({ outcome: 'rejected', status, ...(typeof b.err === 'string' ? { err: b.err.slice(0, 64) } : {}) });
-        return;
-      }
-      await res.body?.cancel().catch(() => undefined);
-    } catch {
-      // No answer: retried below.
     }
     if (attempt >= (this.#o.maxAttempts ?? 8)) {
       await this.#o.store.deleteSets(s.stream_id, [q.jti]);

@@ -277,6 +277,14 @@ const migrations: Record<string, Migration> = {
         .execute();
     },
   },
+  '0010_ssf_sealed_authorization': {
+    async up(db: Kysely<unknown>) {
+      // A push stream's `authorization_header`, sealed under the KEK. Rows an
+      // older version wrote keep it in plain text in `body` until the stream
+      // transmitter seals them on start (it needs the KEK, a migration has none).
+      await db.schema.alterTable('ssf_streams').addColumn('authorization_sealed', 'text').execute();
+    },
+  },
 };
 
 /** The migrations, in order, for Kysely's Migrator. */

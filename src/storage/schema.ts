@@ -125,12 +125,17 @@ export interface RevocationAcksTable {
   denied: number;
 }
 
-/** Shared Signals streams; `body` is the stream state as JSON. */
+/**
+ * Shared Signals streams; `body` is the stream state as JSON, without the
+ * push `authorization_header`, which is in `authorization_sealed` (sealed
+ * under the KEK, AAD `writ/signals/ssf-stream/<stream_id>`).
+ */
 export interface SsfStreamsTable {
   stream_id: string;
   owner: string;
   revision: number;
   body: string;
+  authorization_sealed: string | null;
   created_at: string;
   updated_at: string;
 }

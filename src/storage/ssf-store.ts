@@ -1,13 +1,15 @@
 /**
  * The signals context's Shared Signals port over Kysely (SQLite and
  * PostgreSQL alike): streams, their SET queues and the receiver's replay cache.
+ * A stream's push credential arrives sealed (`sealedAuthorization`) and is
+ * stored as it is, in its own column; this adapter never sees it in the clear.
  */
 import type { Kysely } from 'kysely';
 import type { EnforcementPointRecord, EnforcementPointStore, QueuedSet, RevocationAck, SsfStore, SsfStreamRecord, SsfStreamState } from '../signals/index.ts';
 import type { Database, SsfSetQueueTable, SsfStreamsTable } from './schema.ts';
 
 function toStream(r: SsfStreamsTable): SsfStreamRecord {
-  return { streamId: r.stream_id, owner: r.owner, revision: Number(r.revision), config: JSON.parse(r.body) as SsfStreamState, createdAt: r.created_at, updatedAt: r.updated_at };
+  return { streamId: r.stream_id, owner: r.owner, revision: Number(r.revision), config: JSON.parse(r.body) as SsfStreamState, ...(r.authorization_sealed === null ? {} : { sealedAuthorization: r.authorization_sealed }), createdAt: r.created_at, updatedAt: r.updated_at };
 }
 
 function toQueued(r: SsfSetQueueTable): QueuedSet {
@@ -27,7 +29,7 @@ export class SsfTables implements SsfStore, EnforcementPointStore {
   }
 
   async insertStream(r: SsfStreamRecord): Promise<void> {
-    await this.#db.insertInto('ssf_streams').values({ stream_id: r.streamId, owner: r.owner, revision: r.revision, body: JSON.stringify(r.config), created_at: r.createdAt, updated_at: r.updatedAt }).execute();
+    await this.#db.insertInto('ssf_streams').values({ stream_id: r.streamId, owner: r.owner, revision: r.revision, body: JSON.stringify(r.config), authorization_sealed: r.sealedAuthorization ?? null, created_at: r.createdAt, updated_at: r.updatedAt }).execute();
   }
 
   async getStream(streamId: string): Promise<SsfStreamRecord | undefined> {
@@ -44,7 +46,7 @@ export class SsfTables implements SsfStore, EnforcementPointStore {
   async updateStream(r: SsfStreamRecord, expectedRevision: number): Promise<boolean> {
     const res = await this.#db
       .updateTable('ssf_streams')
-      .set({ revision: r.revision, body: JSON.stringify(r.config), updated_at: r.updatedAt })
+      .set({ revision: r.revision, body: JSON.stringify(r.config), authorization_sealed: r.sealedAuthorization ?? null, updated_at: r.updatedAt })
       .where('stream_id', '=', r.streamId)
       .where('revision', '=', expectedRevision)
       .executeTakeFirst();

@@ -7,6 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,6 +16,8 @@ import type { AuditEventInput, AuditRecord } from '../../src/kernel/index.ts';
 import { InProcessRevocationBus, SetSigner, SsfStreams, SSF_PUSH } from '../../src/signals/index.ts';
 import type { StreamCaller } from '../../src/signals/index.ts';
 import { openStore } from '../../src/storage/index.ts';
+import { KeyEncryptionKey } from '../../src/identity/index.ts';
+import { kekSealer } from '../../src/server/index.ts';
 
 const audit = {
   events: [] as AuditEventInput[],
@@ -42,9 +45,11 @@ test('two replicas: one queued SET per revocation and stream; one push per SET',
   await new Promise<void>((r) => receiver.listen(0, '127.0.0.1', r));
   const addr = receiver.address();
   const port = typeof addr === 'object' && addr !== null ? addr.port : 0;
+  // Replicas share the store, so they share the key-encryption key too.
+  const sealer = kekSealer(new KeyEncryptionKey(randomBytes(32)));
   const replicas = await Promise.all([0, 1].map(async () => {
     const signer = await SetSigner.generate();
-    const s = new SsfStreams({ store: store.ssf, signer: async () => signer, audit, clock: systemClock, sweepMs: 50 });
+    const s = new SsfStreams({ store: store.ssf, sealer, signer: async () => signer, audit, clock: systemClock, sweepMs: 50 });
     s.setIssuer('https://writ.example');
     await s.start(bus);
     return s;

@@ -4,13 +4,20 @@
  */
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { createServer } from 'node:http';
 import type { Store } from '../../src/storage/index.ts';
 import { seal, prepareEvent, toEventBody, verifyChain, GENESIS_HASH } from '../../src/audit/index.ts';
 import type { StoredAuditRow } from '../../src/audit/index.ts';
 import type { AdminPrincipalRow } from '../../src/governance/index.ts';
 import type { StoredCaKey, RegistrationEntry, JoinTokenRecord, NodeRecord } from '../../src/identity/index.ts';
 import type { Lease, LegacyException, Task } from '../../src/credentials/index.ts';
-import type { Signal, SignalRecord } from '../../src/signals/index.ts';
+import type { Signal, SignalRecord, StreamCaller, StreamDeliveryReport } from '../../src/signals/index.ts';
+import { CAEP_SESSION_REVOKED, InProcessRevocationBus, SetSigner, SSF_PUSH, SsfStreams } from '../../src/signals/index.ts';
+import { KeyEncryptionKey } from '../../src/identity/index.ts';
+import { systemClock } from '../../src/kernel/index.ts';
+import type { AuditEventInput, AuditRecord } from '../../src/kernel/index.ts';
+import { kekSealer } from '../../src/server/index.ts';
 
 /** How the suite gets a fresh, migrated store, and a second handle on the same data. */
 export interface StoreFactory {
@@ -130,6 +137,99 @@ export function storeConformance(name: string, factory: StoreFactory): void {
       assert.equal(await store.ssf.deleteStream('st_conf'), true);
       assert.equal(await store.ssf.deleteStream('st_conf'), false);
       assert.deepEqual(await store.ssf.dueSets('st_conf', '2026-12-01T00:00:00.000Z', 10), [], 'the queue goes with the stream');
+    });
+
+    test('ssf: a sealed push credential round-trips in its own column, and goes when an update carries none', async () => {
+      const config = { stream_id: 'st_conf_sealed', iss: 'https://writ.example', aud: 'adm_1', events_supported: ['e'], events_requested: ['e'], events_delivered: ['e'], delivery: { method: SSF_PUSH, endpoint_url: 'https://rx.example/events' }, min_verification_interval: 5, status: 'enabled' as const, excluded_subjects: [] };
+      const rec = { streamId: 'st_conf_sealed', owner: 'adm_1', config, sealedAuthorization: '{"v":1,"opaque":true}', revision: 1, createdAt: '2026-02-01T00:00:00.000Z', updatedAt: '2026-02-01T00:00:00.000Z' };
+      await store.ssf.insertStream(rec);
+      assert.deepEqual(await store.ssf.getStream('st_conf_sealed'), rec);
+      const raw = await store.db.selectFrom('ssf_streams').selectAll().where('stream_id', '=', 'st_conf_sealed').executeTakeFirstOrThrow();
+      assert.equal(raw.authorization_sealed, '{"v":1,"opaque":true}');
+      assert.deepEqual(JSON.parse(raw.body), config, 'the body is the configuration alone');
+      const { sealedAuthorization: _s, ...without } = rec;
+      assert.equal(await store.ssf.updateStream({ ...without, revision: 2 }, 1), true);
+      assert.deepEqual(await store.ssf.getStream('st_conf_sealed'), { ...without, revision: 2 });
+      assert.equal((await store.db.selectFrom('ssf_streams').select('authorization_sealed').where('stream_id', '=', 'st_conf_sealed').executeTakeFirstOrThrow()).authorization_sealed, null);
+      assert.equal(await store.ssf.deleteStream('st_conf_sealed'), true);
+    });
+
+    test('ssf: a push credential is in the database only sealed (plain-text rows of an older version are sealed on start), is sent to the receiver, and does not open on another stream', async () => {
+      const got: { path: string; auth: string | undefined }[] = [];
+      const receiver = createServer((req, res) => {
+        req.resume();
+        req.on('end', () => {
+          got.push({ path: req.url ?? '', auth: req.headers.authorization });
+          res.writeHead(202).end();
+        });
+      });
+      await new Promise<void>((r) => receiver.listen(0, '127.0.0.1', r));
+      const addr = receiver.address();
+      const base = `http://127.0.0.1:${typeof addr === 'object' && addr !== null ? addr.port : 0}`;
+      const events: AuditEventInput[] = [];
+      const audit = {
+        async append(e: AuditEventInput): Promise<AuditRecord> {
+          events.push(e);
+          return { seq: events.length, time: '', action: e.action, actor: e.actor, outcome: e.outcome, reasons: [], correlationId: e.correlationId, details: {}, prevHash: '', hash: '' };
+        },
+      };
+      const reports: StreamDeliveryReport[] = [];
+      const bus = new InProcessRevocationBus(systemClock);
+      const signer = await SetSigner.generate();
+      const streams = new SsfStreams({ store: store.ssf, sealer: kekSealer(new KeyEncryptionKey(randomBytes(32))), signer: async () => signer, audit, clock: systemClock, sweepMs: 50, retryBaseMs: 20, maxAttempts: 3, onDelivery: (r) => reports.push(r) });
+      streams.setIssuer('https://writ.example');
+      const caller: StreamCaller = { id: 'adm_rx', admin: false, actor: { type: 'admin', id: 'adm_rx' }, correlationId: 'cid' };
+      const row = (id: string) => store.db.selectFrom('ssf_streams').selectAll().where('stream_id', '=', id).executeTakeFirstOrThrow();
+      const until = async (what: string, pred: () => boolean): Promise<void> => {
+        const end = Date.now() + 15_000;
+        while (!pred()) {
+          if (Date.now() > end) throw new Error(`timed out waiting for ${what}; pushes ${JSON.stringify(got.map((g) => g.path))}, reports ${JSON.stringify(reports.map((r) => r.outcome))}`);
+          await new Promise((r) => setTimeout(r, 20));
+        }
+      };
+      // A row as an older version wrote it: the credential in plain text in the body, no sealed column.
+      const legacyConfig = { stream_id: 'st_conf_legacy', iss: 'https://writ.example', aud: 'adm_rx', events_supported: [CAEP_SESSION_REVOKED], events_requested: [CAEP_SESSION_REVOKED], events_delivered: [CAEP_SESSION_REVOKED], delivery: { method: SSF_PUSH, endpoint_url: `${base}/legacy`, authorization_header: 'Bearer legacy-plain-secret' }, min_verification_interval: 5, status: 'enabled' as const, excluded_subjects: [] };
+      await store.ssf.insertStream({ streamId: 'st_conf_legacy', owner: 'adm_rx', config: legacyConfig, revision: 1, createdAt: '2026-02-01T00:00:00.000Z', updatedAt: '2026-02-01T00:00:00.000Z' });
+      assert.match((await row('st_conf_legacy')).body, /legacy-plain-secret/, 'the older version stored it in plain text');
+      let created = '';
+      try {
+        await streams.start(bus);
+        const legacy = await row('st_conf_legacy');
+        assert.ok(legacy.authorization_sealed !== null, 'sealed on start');
+        assert.doesNotMatch(JSON.stringify(legacy), /legacy-plain-secret/);
+        assert.equal(JSON.parse(legacy.body).delivery.authorization_header, undefined);
+        assert.equal(legacy.revision, 2);
+        created = ((await streams.create(caller, { delivery: { method: SSF_PUSH, endpoint_url: `${base}/new`, authorization_header: 'Bearer new-stream-secret' } })) as { stream_id: string }).stream_id;
+        const fresh = await row(created);
+        assert.doesNotMatch(JSON.stringify(fresh), /new-stream-secret/, 'neither the body nor the sealed column holds the credential');
+        assert.deepEqual(Object.keys(JSON.parse(fresh.authorization_sealed ?? '{}')).sort(), ['ciphertext', 'kekId', 'v', 'wrappedDek']);
+        // A PATCH that leaves the delivery alone keeps the credential.
+        await streams.update(caller, { stream_id: created, description: 'kept' }, false);
+        assert.equal((await row(created)).authorization_sealed, fresh.authorization_sealed);
+
+        await bus.publish({ kind: 'subject-revoked', subject: 'spiffe://writ.local/svc/sealed-1', reason: 'posture-failed' });
+        await until('a push on each stream', () => got.length >= 2);
+        assert.deepEqual(got.map((g) => [g.path, g.auth]).sort(), [['/legacy', 'Bearer legacy-plain-secret'], ['/new', 'Bearer new-stream-secret']]);
+
+        // The new stream's sealed credential moved onto the legacy stream: its AAD names another stream, so it does not open.
+        await store.db.updateTable('ssf_streams').set({ authorization_sealed: fresh.authorization_sealed }).where('stream_id', '=', 'st_conf_legacy').execute();
+        got.length = 0;
+        await bus.publish({ kind: 'subject-revoked', subject: 'spiffe://writ.local/svc/sealed-2', reason: 'posture-failed' });
+        await until('the legacy stream to give up', () => reports.some((r) => r.streamId === 'st_conf_legacy' && r.outcome === 'gave-up'));
+        await until('the push on the new stream', () => got.length >= 1);
+        assert.deepEqual(got, [{ path: '/new', auth: 'Bearer new-stream-secret' }], 'nothing is sent on the stream whose credential does not open');
+        const failed = reports.filter((r) => r.streamId === 'st_conf_legacy' && r.outcome !== 'delivered');
+        assert.deepEqual(failed.map((r) => [r.outcome, r.attempts]), [['credential-unreadable', 1], ['credential-unreadable', 2], ['credential-unreadable', 3], ['gave-up', 3]]);
+        const unreadable = events.filter((e) => e.action === 'ssf.stream.credential-unreadable');
+        assert.deepEqual(unreadable.map((e) => [e.target?.id, e.outcome]), [['st_conf_legacy', 'failure']], 'audited once, not per try');
+        assert.doesNotMatch(JSON.stringify([events, reports]), /secret|Bearer/);
+      } finally {
+        await streams.close();
+        await bus.close();
+        await new Promise<void>((r) => receiver.close(() => r()));
+        await store.ssf.deleteStream('st_conf_legacy');
+        if (created !== '') await store.ssf.deleteStream(created);
+      }
     });
 
     test('enforcement points: registered once, last seen refreshed; the first acknowledgement of an event is kept', async () => {
