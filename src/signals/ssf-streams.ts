@@ -259,7 +259,7 @@ export class SsfStreams {
     };
     const stored = this.#stored(streamId, state.delivery, undefined);
     await this.#o.store.insertStream({ streamId, owner: caller.id, config: { ...state, delivery: stored.delivery }, ...stored.sealed, revision: 1, createdAt: now, updatedAt: now });
-    await this.#audit(caller, 'ssf.stream.created', streamId, { delivery: state.delivery.method, eventsDelivered: state.events_delivered, ...(state.delivery.endpoint_url === undefined ? {} : { endpointUrl: state.delivery.endpoint_url }) });
+    await this.#audit(caller, 'ssf.stream.created', streamId, { delivery: state.delivery.method, eventsDelivered: state.events_delivered, ...(state.delivery.endpoint_url === undefined ? {} : { endpointUrl: urlForAudit(state.delivery.endpoint_url) }) });
     return publicConfig(state);
   }
 
@@ -594,5 +594,22 @@ export class SsfStreams {
     await this.#o.store.rescheduleSet(s.stream_id, q.jti, claim, attempt, new Date(this.#o.clock.nowMs() + delay).toISOString());
     const t = setTimeout(() => void this.#push(s.stream_id), delay + 5);
     t.unref();
+  }
+}
+
+/**
+ * A receiver's endpoint as the audit log keeps it: origin and path only. A
+ * receiver may put a credential in the query string or the userinfo, and
+ * neither belongs in the evidence trail.
+ *
+ * @example
+ * urlForAudit('https://u:p@rx.example.com/events?token=x'); // 'https://rx.example.com/events'
+ */
+export function urlForAudit(url: string): string {
+  try {
+    const u = new URL(url);
+    return `${u.origin}${u.pathname}`;
+  } catch {
+    return '[unparsable url]';
   }
 }
