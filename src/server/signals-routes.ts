@@ -465,9 +465,13 @@ export async function startSignals(config: WritConfig, store: Store, audit: Audi
     }
   }
   const service = new SignalService({ store: store.signals, audit, bus, clock: systemClock });
-  // NOTE: each replica makes its own key (receivers fetch the JWKS by `kid`); made on first use.
-  let signing: Promise<SetSigner> | undefined = receivers.length === 0 ? undefined : Promise.resolve(await SetSigner.generate());
-  const signer = (): Promise<SetSigner> => (signing ??= SetSigner.generate());
+  // One stored key for every replica, sealed under the KEK; loaded (or made) on first use. A load
+  // that failed is tried again on the next use rather than remembered.
+  let signing: Promise<SetSigner> | undefined = receivers.length === 0 ? undefined : Promise.resolve(await SetSigner.load(store.ssf, sealer, systemClock));
+  const signer = (): Promise<SetSigner> => (signing ??= SetSigner.load(store.ssf, sealer, systemClock).catch((e: unknown) => {
+    signing = undefined;
+    throw e;
+  }));
   const streams = new SsfStreams({ store: store.ssf, sealer, signer, audit, clock: systemClock, onDelivery: (r) => log.stream?.(r) });
   const receiver = new SsfReceiver({
     transmitters,

@@ -6,8 +6,8 @@
 export { signalsErrors } from './errors.ts';
 export { SIGNAL_TYPES, RISK_LEVELS, parseSignal } from './signal.ts';
 export type { Signal, SignalType, RiskLevel, SignalRecord, ParsedSignal } from './signal.ts';
-export { REVOCATION_KINDS, ssfStreamSecretContext } from './ports.ts';
-export type { RevocationBus, RevocationEvent, RevocationInput, RevocationKind, RevocationHandler, SubscribeOptions, Unsubscribe, SignalStore, SignalContext, SsfStore, SsfStreamRecord, SecretSealer, SsfStreamState, SsfSubject, QueuedSet, EnforcementPointRecord, EnforcementPointStore, RevocationAck } from './ports.ts';
+export { REVOCATION_KINDS, ssfStreamSecretContext, setKeySecretContext } from './ports.ts';
+export type { RevocationBus, RevocationEvent, RevocationInput, RevocationKind, RevocationHandler, SubscribeOptions, Unsubscribe, SignalStore, SignalContext, SsfStore, SsfStreamRecord, SecretSealer, SetKeyRecord, SetKeyStore, SsfStreamState, SsfSubject, QueuedSet, EnforcementPointRecord, EnforcementPointStore, RevocationAck } from './ports.ts';
 export { parseRevocation, revocationBody, encodeRevocation, decodeRevocation, OrderedDelivery } from './revocation.ts';
 export type { RevocationBody } from './revocation.ts';
 export { InProcessRevocationBus } from './memory-bus.ts';

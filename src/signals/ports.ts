@@ -197,6 +197,28 @@ export interface SsfStore {
   forgetReceivedSet(key: string): Promise<void>;
 }
 
+/**
+ * The key Writ signs SETs with, as stored: the public JWK in clear (it is
+ * published at `/ssf/jwks`), the private JWK sealed under the KEK with
+ * {@link setKeySecretContext} of its `kid`. One key serves every replica and
+ * survives restarts, so a SET queued or pushed by one replica verifies against
+ * the JWKS any replica serves, before and after a restart.
+ */
+export interface SetKeyRecord {
+  readonly kid: string;
+  readonly publicJwk: string;
+  readonly privateSealed: string;
+  readonly createdAt: string;
+}
+
+/** Port: the stored SET signing key. */
+export interface SetKeyStore {
+  /** The stored keys, oldest first (empty before the first one was made). */
+  listSetKeys(): Promise<readonly SetKeyRecord[]>;
+  /** Store `r` as the current key unless one is already stored (another replica made it first): then false. */
+  insertSetKey(r: SetKeyRecord): Promise<boolean>;
+}
+
 /** An enforcement point that follows the revocation stream. */
 export interface EnforcementPointRecord {
   /** `<principal id>/<name>`. */
@@ -254,4 +276,14 @@ export interface SecretSealer {
  */
 export function ssfStreamSecretContext(streamId: string): string {
   return `writ/signals/ssf-stream/${streamId}`;
+}
+
+/**
+ * AAD of a SET signing key's sealed private JWK.
+ *
+ * @example
+ * setKeySecretContext('k1'); // 'writ/signals/set-key/k1'
+ */
+export function setKeySecretContext(kid: string): string {
+  return `writ/signals/set-key/${kid}`;
 }

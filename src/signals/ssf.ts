@@ -8,10 +8,12 @@
  * `events` with exactly one CAEP event; never `sub` or `exp`.
  */
 import { randomUUID } from 'node:crypto';
-import { SignJWT, exportJWK, generateKeyPair } from 'jose';
+import { SignJWT, exportJWK, generateKeyPair, importJWK } from 'jose';
 import type { JWK } from 'jose';
+import { Secret } from '../kernel/index.ts';
 import type { Clock } from '../kernel/index.ts';
-import type { RevocationBus, RevocationEvent, Unsubscribe } from './ports.ts';
+import { setKeySecretContext } from './ports.ts';
+import type { RevocationBus, RevocationEvent, SecretSealer, SetKeyStore, Unsubscribe } from './ports.ts';
 
 type SigningKey = Awaited<ReturnType<typeof generateKeyPair>>['privateKey'];
 
@@ -82,6 +84,8 @@ export class SetSigner {
   readonly kid: string;
   readonly #key: SigningKey;
   readonly #publicJwk: JWK;
+  /** Every key a receiver may need (every stored one; just this one for a generated signer). */
+  #published: JWK[] | undefined;
 
   private constructor(kid: string, key: SigningKey, publicJwk: JWK) {
     this.kid = kid;
@@ -89,16 +93,43 @@ export class SetSigner {
     this.#publicJwk = publicJwk;
   }
 
+  /** A fresh key held in memory only (tests, and tools that sign once). */
   static async generate(): Promise<SetSigner> {
-    const { privateKey, publicKey } = await generateKeyPair('RS256', { modulusLength: 2048 });
+    const { privateKey, publicKey } = await generateKeyPair('RS256', { modulusLength: 2048, extractable: true });
     const kid = randomUUID();
     const jwk = await exportJWK(publicKey);
     return new SetSigner(kid, privateKey, { ...jwk, kid, alg: 'RS256', use: 'sig' });
   }
 
-  /** The public key as a JWKS, for `jwks_uri`. */
+  /**
+   * The deployment's stored key: made, sealed and stored by the first
+   * replica that needs one (a replica that loses the race to store it uses
+   * the winner's), opened from the store afterwards. Fails closed: a key that
+   * does not open (another KEK, a tampered row) is an error, never a silent
+   * new key that receivers would not know.
+   */
+  static async load(keys: SetKeyStore, sealer: SecretSealer, clock: Clock): Promise<SetSigner> {
+    let stored = await keys.listSetKeys();
+    if (stored.length === 0) {
+      const made = await SetSigner.generate();
+      const privateJwk = new Secret(JSON.stringify(await exportJWK(made.#key)));
+      await keys.insertSetKey({ kid: made.kid, publicJwk: JSON.stringify(made.#publicJwk), privateSealed: sealer.seal(privateJwk, setKeySecretContext(made.kid)), createdAt: clock.now().toISOString() });
+      stored = await keys.listSetKeys();
+    }
+    const current = stored[stored.length - 1];
+    if (current === undefined) throw new Error('no SET signing key could be stored');
+    const privateJwk = JSON.parse(sealer.open(current.privateSealed, setKeySecretContext(current.kid)).reveal()) as JWK;
+    const key = await importJWK(privateJwk, 'RS256');
+    if (key instanceof Uint8Array) throw new Error('the stored SET signing key is not an RSA key');
+    const publicJwk = JSON.parse(current.publicJwk) as JWK;
+    const signer = new SetSigner(current.kid, key, publicJwk);
+    signer.#published = stored.map((r) => JSON.parse(r.publicJwk) as JWK);
+    return signer;
+  }
+
+  /** The public keys as a JWKS, for `jwks_uri`. */
   jwks(): { keys: JWK[] } {
-    return { keys: [this.#publicJwk] };
+    return { keys: this.#published ?? [this.#publicJwk] };
   }
 
   async sign(claims: SetClaims): Promise<string> {

@@ -285,6 +285,21 @@ const migrations: Record<string, Migration> = {
       await db.schema.alterTable('ssf_streams').addColumn('authorization_sealed', 'text').execute();
     },
   },
+  '0011_ssf_set_keys': {
+    async up(db: Kysely<unknown>) {
+      // The key SETs are signed with, shared by every replica and kept across restarts
+      // (before, each process made its own at start, so a SET queued before a restart or
+      // signed by another replica did not verify against the JWKS a receiver fetched).
+      await db.schema
+        .createTable('ssf_set_keys')
+        .addColumn('slot', 'text', (c) => c.primaryKey())
+        .addColumn('kid', 'text', (c) => c.notNull().unique())
+        .addColumn('public_jwk', 'text', (c) => c.notNull())
+        .addColumn('private_sealed', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .execute();
+    },
+  },
 };
 
 /** The migrations, in order, for Kysely's Migrator. */

@@ -95,6 +95,7 @@ export interface Database {
   ssf_streams: SsfStreamsTable;
   ssf_set_queue: SsfSetQueueTable;
   ssf_received: SsfReceivedTable;
+  ssf_set_keys: SsfSetKeysTable;
   oauth_clients: OAuthClientsTable;
   enforcement_points: EnforcementPointsTable;
   revocation_acks: RevocationAcksTable;
@@ -148,6 +149,19 @@ export interface SsfSetQueueTable {
   created_at: string;
   attempts: number;
   next_at: string;
+}
+
+/**
+ * The SET signing key: `slot` is `current` (one key per deployment, shared by
+ * every replica); the private JWK is sealed under the KEK, AAD
+ * `writ/signals/set-key/<kid>`.
+ */
+export interface SsfSetKeysTable {
+  slot: string;
+  kid: string;
+  public_jwk: string;
+  private_sealed: string;
+  created_at: string;
 }
 
 /** SETs a receiver accepted (replay cache). */

@@ -5,7 +5,7 @@
  * stored as it is, in its own column; this adapter never sees it in the clear.
  */
 import type { Kysely } from 'kysely';
-import type { EnforcementPointRecord, EnforcementPointStore, QueuedSet, RevocationAck, SsfStore, SsfStreamRecord, SsfStreamState } from '../signals/index.ts';
+import type { EnforcementPointRecord, EnforcementPointStore, QueuedSet, RevocationAck, SetKeyRecord, SetKeyStore, SsfStore, SsfStreamRecord, SsfStreamState } from '../signals/index.ts';
 import type { Database, SsfSetQueueTable, SsfStreamsTable } from './schema.ts';
 
 function toStream(r: SsfStreamsTable): SsfStreamRecord {
@@ -21,7 +21,7 @@ function toQueued(r: SsfSetQueueTable): QueuedSet {
  * await store.ssf.insertStream(record);
  * const due = await store.ssf.dueSets(record.streamId, new Date().toISOString(), 10);
  */
-export class SsfTables implements SsfStore, EnforcementPointStore {
+export class SsfTables implements SsfStore, EnforcementPointStore, SetKeyStore {
   readonly #db: Kysely<Database>;
 
   constructor(db: Kysely<Database>) {
@@ -59,6 +59,20 @@ export class SsfTables implements SsfStore, EnforcementPointStore {
       const res = await tx.deleteFrom('ssf_streams').where('stream_id', '=', streamId).executeTakeFirst();
       return Number(res.numDeletedRows) === 1;
     });
+  }
+
+  async listSetKeys(): Promise<readonly SetKeyRecord[]> {
+    const rows = await this.#db.selectFrom('ssf_set_keys').selectAll().orderBy('created_at').orderBy('kid').execute();
+    return rows.map((r) => ({ kid: r.kid, publicJwk: r.public_jwk, privateSealed: r.private_sealed, createdAt: r.created_at }));
+  }
+
+  async insertSetKey(r: SetKeyRecord): Promise<boolean> {
+    const res = await this.#db
+      .insertInto('ssf_set_keys')
+      .values({ slot: 'current', kid: r.kid, public_jwk: r.publicJwk, private_sealed: r.privateSealed, created_at: r.createdAt })
+      .onConflict((oc) => oc.column('slot').doNothing())
+      .executeTakeFirst();
+    return Number(res.numInsertedOrUpdatedRows ?? 0n) === 1;
   }
 
   async enqueueSet(q: QueuedSet): Promise<boolean> {

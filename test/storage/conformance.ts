@@ -12,7 +12,8 @@ import type { StoredAuditRow } from '../../src/audit/index.ts';
 import type { AdminPrincipalRow } from '../../src/governance/index.ts';
 import type { StoredCaKey, RegistrationEntry, JoinTokenRecord, NodeRecord } from '../../src/identity/index.ts';
 import type { Lease, LegacyException, Task } from '../../src/credentials/index.ts';
-import type { Signal, SignalRecord, StreamCaller, StreamDeliveryReport } from '../../src/signals/index.ts';
+import type { SetKeyRecord, Signal, SignalRecord, StreamCaller, StreamDeliveryReport } from '../../src/signals/index.ts';
+import { createLocalJWKSet, jwtVerify } from 'jose';
 import { CAEP_SESSION_REVOKED, InProcessRevocationBus, SetSigner, SSF_PUSH, SsfStreams } from '../../src/signals/index.ts';
 import { KeyEncryptionKey } from '../../src/identity/index.ts';
 import { systemClock } from '../../src/kernel/index.ts';
@@ -107,6 +108,27 @@ export function storeConformance(name: string, factory: StoreFactory): void {
       assert.equal(await store.oauthClients.delete('conf-ci'), false);
       assert.equal(await store.oauthClients.bySpiffeId('spiffe://example.org/ci'), undefined);
       assert.equal(await store.oauthClients.insert({ ...a, clientId: 'conf-ci-2' }), true, 'the SPIFFE ID is free again');
+    });
+
+    test('ssf: one SET signing key for every replica, sealed; racing replicas end up with the same key; a SET verifies against any replica\'s JWKS', async () => {
+      const sealer = kekSealer(new KeyEncryptionKey(randomBytes(32)));
+      const peer = (await factory.openPeer?.()) ?? store;
+      try {
+        assert.deepEqual(await store.ssf.listSetKeys(), []);
+        const [a, b] = await Promise.all([SetSigner.load(store.ssf, sealer, systemClock), SetSigner.load(peer.ssf, sealer, systemClock)]);
+        assert.equal(a.kid, b.kid, 'one key, whoever stored it');
+        const stored = await store.ssf.listSetKeys();
+        assert.equal(stored.length, 1);
+        assert.doesNotMatch(stored[0]?.privateSealed ?? '', /"d":/, 'the private exponent is not stored in clear');
+        assert.equal(await store.ssf.insertSetKey({ ...(stored[0] as SetKeyRecord), kid: 'other' }), false, 'the slot is taken');
+        const set = await a.sign({ iss: 'https://writ.example', aud: 'https://rx.example', jti: 'j1', iat: 1, txn: 't1', sub_id: { format: 'opaque', id: 'x' }, events: {} });
+        const { payload } = await jwtVerify(set, createLocalJWKSet(b.jwks()), { typ: 'secevent+jwt' });
+        assert.equal(payload.jti, 'j1');
+        // Another KEK cannot open it: loading fails closed instead of making a key receivers do not know.
+        await assert.rejects(SetSigner.load(store.ssf, kekSealer(new KeyEncryptionKey(randomBytes(32))), systemClock), { code: 'ERR_IDENTITY_KEY_UNWRAP_FAILED' });
+      } finally {
+        if (peer !== store) await peer.close();
+      }
     });
 
     test('ssf: streams compare-and-set, queued SETs once per (stream, jti), due order, reschedule, ack, replay cache', async () => {
