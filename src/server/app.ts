@@ -137,6 +137,14 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     return503OnClosing: true,
     forceCloseConnections: 'idle',
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: true, allErrors: false } },
+    // Errors the router raises before any route or hook runs (a malformed `%` escape, an
+    // overlong path segment) get the one error shape too, not Fastify's own.
+    frameworkErrors: (err, req, frameworkReply) => {
+      const e = toWritError(err);
+      const reply = frameworkReply as FastifyReply;
+      req.log.debug({ code: e.code }, 'request refused by the router');
+      void reply.code(e.status).header('x-correlation-id', req.id).send(errorBody(e, req.id));
+    },
   });
 
   // JSON only, unless a route registers another parser for its own standard.

@@ -51,6 +51,10 @@ export function toWritError(err: unknown): WritError {
       return serverErrors.error('ERR_SERVER_MALFORMED_JSON', 'body is not valid JSON');
     case 'FST_ERR_CTP_INVALID_TYPE':
       return serverErrors.error('ERR_SERVER_UNSUPPORTED_MEDIA_TYPE', 'content type header is malformed');
+    case 'FST_ERR_BAD_URL':
+      return serverErrors.error('ERR_SERVER_BAD_REQUEST', 'path is not a valid URL: a `%` escape is malformed');
+    case 'FST_ERR_MAX_PARAM_LENGTH':
+      return serverErrors.error('ERR_SERVER_URI_TOO_LONG', 'a path segment is longer than 100 characters');
     default:
       break;
   }
