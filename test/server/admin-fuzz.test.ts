@@ -280,6 +280,19 @@ describe('authenticated API under generated input', () => {
       }
     }
     ctx.names.push(...names);
+    // A few things that exist, so by-id routes also run on real ones (their ids join the pool).
+    const seed: [string, string, unknown][] = [
+      ['POST', '/admin/v1/entries', { spiffeId: 'spiffe://writ.local/fuzz/api', nodeSelectors: ['join_token:x:y'], selectors: ['unix:uid:1000'], owner: { team: 'fuzz', contact: 'fuzz@example.com' } }],
+      ['POST', '/admin/v1/tasks', { owner: 'spiffe://writ.local/fuzz/api', ttlSeconds: 600, scopes: ['read'] }],
+      ['POST', '/admin/v1/oauth/clients', { client_id: 'fuzz-client', spiffe_id: 'spiffe://writ.local/fuzz/api' }],
+      ['POST', '/ssf/stream', {}],
+      ['POST', '/admin/v1/signals', { type: 'risk-changed', subject: 'spiffe://writ.local/fuzz/api', level: 'high' }],
+    ];
+    for (const [method, path, body] of seed) {
+      const r = await s.call(method, path, { body });
+      assert.equal(r.status, 201, `${method} ${path}: ${r.text}`);
+      harvest(r.json, ctx.pool, protectedIds);
+    }
     ops = ops.sort((a, b) => `${a.path} ${a.method}`.localeCompare(`${b.path} ${b.method}`));
   });
   after(async () => {
