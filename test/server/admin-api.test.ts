@@ -96,10 +96,10 @@ describe('admin API over HTTP (SQLite store)', () => {
   });
 
   it('the router\'s own refusals (overlong path segment, malformed `%` escape) have the one error shape', async () => {
-    const long = await s.call('GET', `/admin/v1/principals/${'a'.repeat(101)}`);
+    const long = await s.call('GET', `/admin/v1/principals/${'a'.repeat(257)}`);
     assert.equal(long.status, 414, long.text);
     assert.equal(long.json.code, 'ERR_SERVER_URI_TOO_LONG');
-    assert.equal(long.json.message, 'a path segment is longer than 100 characters');
+    assert.equal(long.json.message, 'a path segment is longer than 256 characters');
     assert.match(long.json.correlationId, /^[0-9a-f]{32}$/);
     assert.equal(long.headers.get('x-correlation-id'), long.json.correlationId);
     const bad = await s.call('GET', '/admin/v1/principals/%E0%A4%A', { token: null });
