@@ -12,7 +12,7 @@ import { roleAllows } from '../governance/index.ts';
 import type { AdminPrincipal, AdminPermission, AdminPrincipals } from '../governance/index.ts';
 import type { AuditWriter } from '../audit/index.ts';
 import type { Store } from '../storage/index.ts';
-import { toWritError, errorBody } from './http-errors.ts';
+import { toWritError, errorBody, MAX_PATH_PARAM_LENGTH } from './http-errors.ts';
 import { serverErrors } from './errors.ts';
 import { governanceErrors } from '../governance/index.ts';
 import { createMetrics } from './metrics.ts';
@@ -138,6 +138,15 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     return503OnClosing: true,
     forceCloseConnections: 'idle',
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: true, allErrors: false } },
+    routerOptions: { maxParamLength: MAX_PATH_PARAM_LENGTH },
+    // Errors the router raises before any route or hook runs (a malformed `%` escape, an
+    // overlong path segment) get the one error shape too, not Fastify's own.
+    frameworkErrors: (err, req, frameworkReply) => {
+      const e = toWritError(err);
+      const reply = frameworkReply as FastifyReply;
+      req.log.debug({ code: e.code }, 'request refused by the router');
+      void reply.code(e.status).header('x-correlation-id', req.id).send(errorBody(e, req.id));
+    },
   });
 
   // JSON only, unless a route registers another parser for its own standard.

@@ -7,6 +7,13 @@
 import { WritError } from '../kernel/index.ts';
 import { serverErrors } from './errors.ts';
 
+/**
+ * The longest path segment the router takes: the longest id the API accepts in
+ * a path (an OAuth `client_id`, up to 256 characters). Fastify's default of 100
+ * would leave a registered client with a longer id impossible to delete.
+ */
+export const MAX_PATH_PARAM_LENGTH = 256;
+
 interface FastifyLikeError {
   code?: string;
   statusCode?: number;
@@ -51,6 +58,10 @@ export function toWritError(err: unknown): WritError {
       return serverErrors.error('ERR_SERVER_MALFORMED_JSON', 'body is not valid JSON');
     case 'FST_ERR_CTP_INVALID_TYPE':
       return serverErrors.error('ERR_SERVER_UNSUPPORTED_MEDIA_TYPE', 'content type header is malformed');
+    case 'FST_ERR_BAD_URL':
+      return serverErrors.error('ERR_SERVER_BAD_REQUEST', 'path is not a valid URL: a `%` escape is malformed');
+    case 'FST_ERR_MAX_PARAM_LENGTH':
+      return serverErrors.error('ERR_SERVER_URI_TOO_LONG', `a path segment is longer than ${MAX_PATH_PARAM_LENGTH} characters`);
     default:
       break;
   }

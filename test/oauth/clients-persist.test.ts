@@ -62,3 +62,21 @@ test('a registered client survives a restart; a deleted one stays deleted', asyn
     rmSync(policies, { recursive: true, force: true });
   }
 });
+
+test('a client with the longest id the API accepts (256 characters) can be read back and deleted', async () => {
+  const ts = await startTestServer({ flags: { logLevel: 'warn' } });
+  try {
+    const id = 'c'.repeat(256);
+    const r = await ts.call('POST', '/admin/v1/oauth/clients', { body: { client_id: id, spiffe_id: 'spiffe://writ.local/long-id' } });
+    assert.equal(r.status, 201, r.text);
+    const del = await ts.call('DELETE', `/admin/v1/oauth/clients/${id}`);
+    assert.equal(del.status, 204, del.text);
+    assert.deepEqual((await ts.call('GET', '/admin/v1/oauth/clients')).json.clients, []);
+    const again = await ts.call('DELETE', `/admin/v1/oauth/clients/${id}`);
+    assert.equal(again.status, 404, again.text);
+    assert.equal(again.json.code, 'ERR_OAUTH_CLIENT_NOT_FOUND');
+    assert.equal(again.json.message, `no OAuth client \`${'c'.repeat(128)}\``);
+  } finally {
+    await ts.stop();
+  }
+});

@@ -95,6 +95,20 @@ describe('admin API over HTTP (SQLite store)', () => {
     assert.equal(nf.json.code, 'ERR_SERVER_NOT_FOUND');
   });
 
+  it('the router\'s own refusals (overlong path segment, malformed `%` escape) have the one error shape', async () => {
+    const long = await s.call('GET', `/admin/v1/principals/${'a'.repeat(257)}`);
+    assert.equal(long.status, 414, long.text);
+    assert.equal(long.json.code, 'ERR_SERVER_URI_TOO_LONG');
+    assert.equal(long.json.message, 'a path segment is longer than 256 characters');
+    assert.match(long.json.correlationId, /^[0-9a-f]{32}$/);
+    assert.equal(long.headers.get('x-correlation-id'), long.json.correlationId);
+    const bad = await s.call('GET', '/admin/v1/principals/%E0%A4%A', { token: null });
+    assert.equal(bad.status, 400, bad.text);
+    assert.equal(bad.json.code, 'ERR_SERVER_BAD_REQUEST');
+    assert.equal(bad.json.message, 'path is not a valid URL: a `%` escape is malformed');
+    assert.equal(Object.keys(bad.json).sort().join(','), 'code,correlationId,message');
+  });
+
   it('principal lifecycle: duplicate name 409, rotate kills the old credential, revoke kills it, last admin stays', async () => {
     const c = await s.call('POST', '/admin/v1/principals', { body: { name: 'second-admin', role: 'admin' } });
     assert.equal(c.status, 201);
