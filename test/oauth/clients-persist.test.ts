@@ -5,6 +5,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { generateKeyPairSync } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -76,6 +77,28 @@ test('a client with the longest id the API accepts (256 characters) can be read 
     assert.equal(again.status, 404, again.text);
     assert.equal(again.json.code, 'ERR_OAUTH_CLIENT_NOT_FOUND');
     assert.equal(again.json.message, `no OAuth client \`${'c'.repeat(128)}\``);
+  } finally {
+    await ts.stop();
+  }
+});
+
+test('a registration whose JWKS holds an unusable key is refused at once, with the key named', async () => {
+  const ts = await startTestServer({ flags: { logLevel: 'warn' } });
+  try {
+    const cases: [Record<string, unknown>[], string][] = [
+      [[{ kty: 'RSA' }], 'key 1 of `jwks` is not a usable RSA public key (missing or malformed members)'],
+      [[{ kty: 'EC', crv: 'P-256', x: 'AAAA', y: 'AAAA' }], 'key 1 of `jwks` is not a usable EC public key (missing or malformed members)'],
+      [[{ kty: 'OKP', crv: 'Ed25519', x: 'not base64url!' }], 'key 1 of `jwks` is not a usable OKP public key (missing or malformed members)'],
+    ];
+    const { publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const good = publicKey.export({ format: 'jwk' }) as Record<string, unknown>;
+    cases.push([[good, { kty: 'RSA', n: 'AQAB' }], 'key 2 of `jwks` is not a usable RSA public key (missing or malformed members)']);
+    for (const [keys, message] of cases) {
+      const r = await ts.call('POST', '/admin/v1/oauth/clients', { body: { client_id: 'broken-keys', jwks: { keys } } });
+      assert.equal(r.status, 400, r.text);
+      assert.deepEqual([r.json.code, r.json.message], ['ERR_OAUTH_CLIENT_INVALID', message]);
+    }
+    assert.equal((await ts.call('POST', '/admin/v1/oauth/clients', { body: { client_id: 'good-keys', jwks: { keys: [good] } } })).status, 201);
   } finally {
     await ts.stop();
   }

@@ -4,7 +4,8 @@
  * its SPIFFE ID (draft-ietf-oauth-spiffe-client-auth): a JWT-SVID assertion,
  * or its X.509-SVID over mutual TLS (RFC 8705 `tls_client_auth`, URI SAN).
  */
-import { randomUUID } from 'node:crypto';
+import { createPublicKey, randomUUID } from 'node:crypto';
+import type { JsonWebKey } from 'node:crypto';
 import { SpiffeId } from '../../kernel/index.ts';
 import type { Clock } from '../../kernel/index.ts';
 import { oauthErrors } from './errors.ts';
@@ -97,6 +98,12 @@ export function normalizeClient(raw: unknown, clock: Clock): OAuthClient {
       const jwk = k as Record<string, unknown>;
       if (typeof jwk.kty !== 'string' || !['EC', 'RSA', 'OKP'].includes(jwk.kty)) throw invalid('keys of `jwks` must be EC, RSA or OKP');
       if (PRIVATE_MEMBERS.some((m) => m in jwk)) throw invalid('`jwks` must hold public keys only');
+      // A key that cannot be used is refused now, not at the client's first token request.
+      try {
+        createPublicKey({ key: jwk as JsonWebKey, format: 'jwk' });
+      } catch {
+        throw invalid(`key ${out.length + 1} of \`jwks\` is not a usable ${jwk.kty} public key (missing or malformed members)`);
+      }
       out.push({ ...jwk });
     }
     jwks = { keys: out };
