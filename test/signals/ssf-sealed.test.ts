@@ -9,8 +9,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { createServer } from 'node:http';
-import type { Server } from 'node:http';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -21,6 +19,7 @@ import { ssfStreamSecretContext } from '../../src/signals/index.ts';
 import { kekSealer } from '../../src/server/index.ts';
 import { startTestServer } from '../support/server.ts';
 import type { TestServer } from '../support/server.ts';
+import { startRecordingReceiver } from '../support/recording-receiver.ts';
 
 const SSF_PUSH = 'urn:ietf:rfc:8935';
 const SECRET = `Bearer ssf-rx-${randomBytes(8).toString('hex')}`;
@@ -88,17 +87,8 @@ test('the sealer: another KEK, a tampered value, another stream id and not-a-sea
 
 test('SQLite server: stored sealed, pushed with the header; a plain-text row of an older version is sealed on start; a tampered one is not pushed', async () => {
   const dataDir = mkdtempSync(join(tmpdir(), 'writ-ssf-sealed-'));
-  const got: { path: string; auth: string | undefined }[] = [];
-  const receiver: Server = createServer((req, res) => {
-    req.resume();
-    req.on('end', () => {
-      got.push({ path: req.url ?? '', auth: req.headers.authorization });
-      res.writeHead(202).end();
-    });
-  });
-  await new Promise<void>((r) => receiver.listen(0, '127.0.0.1', r));
-  const addr = receiver.address();
-  const base = `http://127.0.0.1:${typeof addr === 'object' && addr !== null ? addr.port : 0}`;
+  const receiver = await startRecordingReceiver();
+  const { got, base } = receiver;
   let s: TestServer | undefined;
   const logs: string[] = [];
   try {
@@ -189,7 +179,7 @@ test('SQLite server: stored sealed, pushed with the header; a plain-text row of 
     for (const secret of [SECRET, LEGACY, FRESH]) assert.equal(logs.join('\n').includes(secret.slice(7)), false, 'no credential in a log line');
   } finally {
     await s?.stop();
-    await new Promise<void>((r) => receiver.close(() => r()));
+    await receiver.close();
     rmSync(dataDir, { recursive: true, force: true });
   }
 });

@@ -5,7 +5,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { createServer } from 'node:http';
+import { startRecordingReceiver } from '../support/recording-receiver.ts';
 import type { Store } from '../../src/storage/index.ts';
 import { seal, prepareEvent, toEventBody, verifyChain, GENESIS_HASH } from '../../src/audit/index.ts';
 import type { StoredAuditRow } from '../../src/audit/index.ts';
@@ -177,17 +177,8 @@ export function storeConformance(name: string, factory: StoreFactory): void {
     });
 
     test('ssf: a push credential is in the database only sealed (plain-text rows of an older version are sealed on start), is sent to the receiver, and does not open on another stream', async () => {
-      const got: { path: string; auth: string | undefined }[] = [];
-      const receiver = createServer((req, res) => {
-        req.resume();
-        req.on('end', () => {
-          got.push({ path: req.url ?? '', auth: req.headers.authorization });
-          res.writeHead(202).end();
-        });
-      });
-      await new Promise<void>((r) => receiver.listen(0, '127.0.0.1', r));
-      const addr = receiver.address();
-      const base = `http://127.0.0.1:${typeof addr === 'object' && addr !== null ? addr.port : 0}`;
+      const receiver = await startRecordingReceiver();
+      const { got, base } = receiver;
       const events: AuditEventInput[] = [];
       const audit = {
         async append(e: AuditEventInput): Promise<AuditRecord> {
@@ -248,7 +239,7 @@ export function storeConformance(name: string, factory: StoreFactory): void {
       } finally {
         await streams.close();
         await bus.close();
-        await new Promise<void>((r) => receiver.close(() => r()));
+        await receiver.close();
         await store.ssf.deleteStream('st_conf_legacy');
         if (created !== '') await store.ssf.deleteStream(created);
       }

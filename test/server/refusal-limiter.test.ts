@@ -1,19 +1,10 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { ManualClock } from '../kernel/index.ts';
-import type { AuditEventInput, AuditRecord, AuditSink } from '../kernel/index.ts';
-import { RefusalAuditLimiter } from './refusal-limiter.ts';
+import { ManualClock } from '../../src/kernel/index.ts';
+import { CollectingAuditSink } from '../../src/identity/audit-sink.test-support.ts';
+import { RefusalAuditLimiter } from '../../src/server/refusal-limiter.ts';
 
-function sink(): AuditSink & { events: AuditEventInput[] } {
-  const events: AuditEventInput[] = [];
-  return {
-    events,
-    async append(e) {
-      events.push(e);
-      return { ...e, seq: events.length, time: '', reasons: [...(e.reasons ?? [])], details: e.details ?? {}, prevHash: '', hash: '' } as AuditRecord;
-    },
-  };
-}
+const sink = () => new CollectingAuditSink();
 
 const T0 = Date.parse('2026-11-22T10:00:00.000Z');
 
