@@ -127,3 +127,38 @@ describe('writ mcp-gateway --pdp-mode local', () => {
     assert.equal(upstream.calls.filter((c) => (c.args as { query?: string }).query === 'offline').length, 1);
   });
 });
+
+describe('writ mcp-gateway --pdp-mode local without a policy bundle', () => {
+  it('starts as the proxy does, logs why no policy set serves, and refuses every call with −32603 ERR_ENFORCE_POLICY_UNAVAILABLE', async () => {
+    const w = await startGatewayWrit();
+    const upstream = await startUpstream();
+    const dir = mkdtempSync(join(tmpdir(), 'writ-mcp-nobundle-'));
+    let gateway: GatewayProcess | undefined;
+    let client: Client | undefined;
+    try {
+      // A credential the bundle endpoint refuses (role `auditor`, not `pep`); the stream would refuse it too, so it is not followed.
+      const a = await w.ts.call('POST', '/admin/v1/principals', { body: { name: 'auditor', role: 'auditor' } });
+      assert.equal(a.status, 201, a.text);
+      const tokenFile = join(dir, 'auditor.token');
+      writeFileSync(tokenFile, `${a.json.token as string}\n`, { mode: 0o600 });
+      gateway = await spawnGateway(w.ts.url, tokenFile, upstream.url, ['--pdp-mode', 'local', '--no-revocations']);
+      assert.ok(gateway.output().includes('{"msg":"policy","error":"cannot fetch the policy bundle: the server answered status 403 (ERR_GOV_FORBIDDEN); no set serves (every request is denied)"}'), gateway.output());
+      assert.ok(gateway.output().includes('{"msg":"policy","first":"unavailable","version":null}'), gateway.output());
+      assert.match(gateway.output(), /deciding locally with the policy bundle of/);
+      const task = await startTask(w.ts, ['tools:search']);
+      client = new Client({ name: 'triage-agent', version: '1.0.0' });
+      await client.connect(new StreamableHTTPClientTransport(new URL(gateway.url), { authProvider: new AgentTokenProvider(w.ts, task, 'tools:search') }));
+      const e = await refusal(client.callTool({ name: 'search', arguments: { query: 'x' } }));
+      assert.equal(e?.code, -32603);
+      assert.equal((e?.data as { code: string }).code, 'ERR_ENFORCE_POLICY_UNAVAILABLE');
+      assert.equal(upstream.calls.length, 0);
+      assert.ok(!gateway.output().includes(a.json.token as string), 'the credential reached the output');
+    } finally {
+      await client?.close().catch(() => undefined);
+      await gateway?.stop();
+      await upstream.stop();
+      await w.ts.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
