@@ -2,7 +2,8 @@
 // upstream, with the MCP SDK client: it decides tool calls (and filters
 // tool lists) in process with the server's synced policy bundle, as a
 // remote-mode gateway does, writes the local `decision.made` records as audit
-// lines on stderr, and keeps deciding once the server is gone, where the
+// lines on stderr, follows a policy change through the revocation stream,
+// and keeps deciding once the server is gone, where the
 // remote-mode gateway fails closed.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -42,6 +43,7 @@ describe('writ mcp-gateway --pdp-mode local', () => {
   let local: GatewayProcess;
   let remote: GatewayProcess;
   let dir: string;
+  let policyDir: string;
   const clients: Client[] = [];
   let localClient: Client;
   let remoteClient: Client;
@@ -50,6 +52,7 @@ describe('writ mcp-gateway --pdp-mode local', () => {
   before(async () => {
     const w = await startGatewayWrit();
     ts = w.ts;
+    policyDir = w.dir;
     upstream = await startUpstream();
     dir = mkdtempSync(join(tmpdir(), 'writ-mcp-local-'));
     const tokenFile = join(dir, 'pep.token');
@@ -72,6 +75,7 @@ describe('writ mcp-gateway --pdp-mode local', () => {
     await upstream?.stop();
     if (!serverStopped) await ts?.stop();
     rmSync(dir, { recursive: true, force: true });
+    rmSync(policyDir, { recursive: true, force: true });
   });
 
   it('says it decides locally, allows, denies and filters tool lists as the remote PDP does, and audits each local decision on stderr', async () => {
@@ -111,6 +115,20 @@ describe('writ mcp-gateway --pdp-mode local', () => {
     // The remote gateway's decisions are in the server's log, not on its stderr.
     assert.equal(auditLines(remote.output()).filter((x) => x.action === 'decision.made').length, 0);
     assert.ok(!/eyJ[A-Za-z0-9_-]{20,}\./.test(local.output()), 'no JWT in the output');
+  });
+
+  it('a policy change on the server reaches the local gateway through the revocation stream, before its 30 s poll', async () => {
+    const docs = await localClient.callTool({ name: 'read_file', arguments: { path: '/docs/b.md' } });
+    assert.deepEqual(docs.content, [{ type: 'text', text: 'contents of /docs/b.md' }]);
+    writeFileSync(join(policyDir, 'no-read.cedar'), '@id("no-read-file")\nforbid (principal, action == Writ::Action::"tools/call", resource == Writ::Tool::"read_file");\n');
+    const reload = await ts.call('POST', '/admin/v1/policy/reload');
+    assert.equal(reload.status, 200, reload.text);
+    const next = reload.json.activeVersion as string;
+    await until('the local gateway to refuse read_file', async () => ((await refusal(localClient.callTool({ name: 'read_file', arguments: { path: '/docs/b.md' } })))?.code === -32001 ? true : undefined), 20_000);
+    assert.match(local.output(), new RegExp(`"msg":"policy","updated":"${next}"`));
+    const e = await refusal(remoteClient.callTool({ name: 'read_file', arguments: { path: '/docs/b.md' } }));
+    assert.equal((e?.data as { code: string }).code, 'ERR_ENFORCE_DENIED');
+    assert.deepEqual((await localClient.listTools()).tools.map((t) => t.name), ['search']);
   });
 
   it('with the server gone, the local gateway still allows the permitted call and denies the forbidden one; the remote one fails closed', async () => {
@@ -159,6 +177,7 @@ describe('writ mcp-gateway --pdp-mode local without a policy bundle', () => {
       await upstream.stop();
       await w.ts.stop();
       rmSync(dir, { recursive: true, force: true });
+      rmSync(w.dir, { recursive: true, force: true });
     }
   });
 });

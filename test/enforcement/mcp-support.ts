@@ -62,15 +62,15 @@ export async function gatewaySchema(): Promise<string> {
   return text.replace(line, 'mcp?: { server: String, tool: String, uri?: String, prompt?: String, arguments?: { path?: String, query?: String, name?: String }, task?: { id: String, scopes: Set<String> } },');
 }
 
-/** Start Writ with the gateway policy folder and a PEP principal. */
-export async function startGatewayWrit(): Promise<{ ts: TestServer; pep: string }> {
+/** Start Writ with the gateway policy folder (`dir`) and a PEP principal. */
+export async function startGatewayWrit(): Promise<{ ts: TestServer; pep: string; dir: string }> {
   const dir = mkdtempSync(join(tmpdir(), 'writ-mcp-policy-'));
   writeFileSync(join(dir, 'gateway.cedar'), GATEWAY_POLICIES);
   writeFileSync(join(dir, 'schema.cedarschema'), await gatewaySchema());
   const ts = await startTestServer({ flags: { 'policy.dir': dir } });
   const r = await ts.call('POST', '/admin/v1/principals', { body: { name: 'mcp-gateway', role: 'pep' } });
   if (r.status !== 201) throw new Error(`pep principal: ${r.text}`);
-  return { ts, pep: r.json.token as string };
+  return { ts, pep: r.json.token as string, dir };
 }
 
 /** A JWT-SVID signed by the server's CA, for the issuer. */
