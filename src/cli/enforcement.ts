@@ -3,7 +3,8 @@
  * - `writ ext-authz`: the external authorizer for Envoy (gRPC
  *   `envoy.service.auth.v3.Authorization/Check`) and for nginx `auth_request` /
  *   Envoy HTTP mode, deciding each request through the server's AuthZEN PDP with
- *   a PEP credential and authenticating callers against the server's bundle;
+ *   a PEP credential (or, with `--pdp-mode local`, in process with the server's
+ *   synced policy bundle) and authenticating callers against the server's bundle;
  * - `writ proxy`: the identity-aware reverse proxy, configured per route by a
  *   JSON file (docs/enforcement.md), with its serving SVID from the Workload
  *   API or files, the bundle and revocations from the server.
@@ -55,6 +56,29 @@ function hostPort(v: string, flag: string): { host: string; port: number } {
   return { host, port };
 }
 
+/** `--pdp-mode` of ext-authz and mcp-gateway: `remote` (default) or `local`. */
+function pdpMode(v: Values): 'remote' | 'local' {
+  const m = v['pdp-mode'];
+  if (m === undefined || m === 'remote') return 'remote';
+  if (m === 'local') return 'local';
+  throw new CliError(`--pdp-mode must be \`remote\` or \`local\`, not \`${String(m).slice(0, 64)}\``, 'ERR_CLI_USAGE', 2);
+}
+
+/**
+ * Local PDP mode of an enforcement point, as the proxy's: the server's policy
+ * bundle synced and decided in process, local decisions into `audit`.
+ */
+function syncedLocalPdp(server: string, token: string, audit: AuditSink, requestedBy: string, decisionTimeoutMs: number, io: Io): SyncedLocalPdp {
+  return new SyncedLocalPdp({ url: server, credential: new Secret(token), clock: systemClock, audit, requestedBy, decisionTimeoutMs, log: (line) => io.err(JSON.stringify(line)) });
+}
+
+/** The startup line's tail: where decisions come from. */
+function decidingFrom(server: string, local: SyncedLocalPdp | undefined): string {
+  return local === undefined ? `deciding through ${server}/access/v1/evaluation` : `deciding locally with the policy bundle of ${server}/v1/policy/bundle`;
+}
+
+const LOCAL_PDP_HELP = '`remote` (default: ask the server\'s AuthZEN PDP per request) or `local` (decide here with the server\'s policy bundle, synced; no live posture/risk context)';
+
 function positiveNumber(v: Values, flag: string, dflt: number, allowZero = false): number {
   const raw = v[flag];
   if (raw === undefined) return dflt;
@@ -66,7 +90,7 @@ function positiveNumber(v: Values, flag: string, dflt: number, allowZero = false
 const extAuthz: Command = {
   name: 'ext-authz',
   summary: 'run the external authorizer for Envoy (gRPC Check) and nginx auth_request (HTTP mode)',
-  usage: 'writ ext-authz --server URL --token-file F [--grpc HOST:PORT] [--http HOST:PORT] [--audience AUD] [--trust-domain TD]',
+  usage: 'writ ext-authz --server URL --token-file F [--grpc HOST:PORT] [--http HOST:PORT] [--audience AUD] [--trust-domain TD] [--pdp-mode remote|local]',
   options: {
     server: { type: 'string' },
     'token-file': { type: 'string' },
@@ -79,6 +103,7 @@ const extAuthz: Command = {
     'context-header': { type: 'string', multiple: true },
     'path-prefix': { type: 'string' },
     'trust-client-cert-header': { type: 'boolean' },
+    'pdp-mode': { type: 'string' },
   },
   help: {
     '--server URL': CLIENT_HELP['--server URL'],
@@ -92,14 +117,35 @@ const extAuthz: Command = {
     '--context-header NAME': 'a request header to pass to the PDP in context.headers (repeatable; never authorization or cookie)',
     '--path-prefix P': 'Envoy HTTP mode `path_prefix` to strip',
     '--trust-client-cert-header': 'in HTTP mode read the caller certificate from X-Writ-Client-Cert (URL-encoded PEM), set by the TLS-terminating proxy',
+    '--pdp-mode MODE': `${LOCAL_PDP_HELP}; local decisions are audit records on stderr`,
   },
   async run(v, _p, io: Io) {
+    const mode = pdpMode(v);
     if (v.grpc === undefined && v.http === undefined) throw new CliError('give --grpc HOST:PORT, --http HOST:PORT or both', 'ERR_CLI_USAGE', 2);
     const c = client(v, io);
     if (c.token === undefined || c.token === '') throw new CliError('no PEP credential: pass --token-file or set WRIT_TOKEN', 'ERR_CLI_TOKEN_FILE', 2);
+    const token = c.token;
     const clock = systemClock;
-    const remote = new RemotePdp({ url: c.server, credential: new Secret(c.token), timeoutMs: positiveNumber(v, 'timeout-ms', 2000) });
-    const pdp = new CachingPdp(remote, { clock, ttlMs: positiveNumber(v, 'cache-ttl-ms', 1000, true) });
+    const timeoutMs = positiveNumber(v, 'timeout-ms', 2000);
+    const ttlMs = positiveNumber(v, 'cache-ttl-ms', 1000, true);
+    // Local mode: local decisions are hash-chained audit records on stderr, next to the decision lines.
+    const audit = mode === 'local' ? jsonlAuditSink(undefined, io) : undefined;
+    const local = audit === undefined ? undefined : syncedLocalPdp(c.server, token, audit, 'writ-ext-authz', timeoutMs, io);
+    const pdp = new CachingPdp(local ?? new RemotePdp({ url: c.server, credential: new Secret(token), timeoutMs }), { clock, ttlMs });
+    const stops: (() => void)[] = [];
+    if (local !== undefined) {
+      // A decision cached under the old set goes when the new set is installed.
+      local.onSwap(() => pdp.invalidate());
+      // ext-authz follows the revocation stream in local mode only, for `policy-changed`; the ETag poll covers an outage.
+      const revocations = new RevocationStreamClient({ url: c.server, token, clock, stalenessMs: 30_000, onEvent: (e) => {
+        if (e.kind === 'policy-changed') void local.refresh();
+      }, onError: () => undefined });
+      // Fail closed until a bundle compiled: the authorizer listens, and denies with ERR_ENFORCE_POLICY_UNAVAILABLE.
+      const first = await local.start();
+      revocations.start();
+      stops.push(() => revocations.stop(), () => local.stop());
+      io.err(JSON.stringify({ msg: 'policy', first: first.outcome, version: local.version ?? null }));
+    }
     const bundles = new ServerBundleSource({ url: c.server, trustDomain: (v['trust-domain'] as string | undefined) ?? 'writ.local', clock });
     const headers = v['context-header'] as unknown as string[] | undefined;
     const authorizer = new HttpAuthorizer({ pdp, bundles, clock, audience: (v.audience as string | undefined) ?? 'writ-ext-authz', ...(headers === undefined ? {} : { contextHeaders: headers }) });
@@ -113,6 +159,7 @@ const extAuthz: Command = {
       const bound = await new Promise<number>((ok, fail) => {
         grpcServer?.bindAsync(`${host.includes(':') ? `[${host}]` : host}:${port}`, grpc.ServerCredentials.createInsecure(), (err, p) => (err === null ? ok(p) : fail(err)));
       }).catch((e: unknown) => {
+        for (const s of stops) s();
         throw new CliError(`cannot listen on ${v.grpc as string}: ${(e as Error).message}`, 'ERR_CLI_LISTEN');
       });
       io.err(`writ ext-authz: grpc listening on ${host}:${bound}`);
@@ -125,17 +172,21 @@ const extAuthz: Command = {
         server.once('error', fail);
         server.listen(port, host, () => ok());
       }).catch((e: unknown) => {
+        for (const s of stops) s();
+        grpcServer?.forceShutdown();
         throw new CliError(`cannot listen on ${v.http as string}: ${(e as Error).message}`, 'ERR_CLI_LISTEN');
       });
       const a = server.address();
       io.err(`writ ext-authz: http listening on ${host}:${typeof a === 'object' && a !== null ? a.port : port}`);
     }
-    io.err(`writ ext-authz: deciding through ${c.server}/access/v1/evaluation`);
+    io.err(`writ ext-authz: ${decidingFrom(c.server, local)}`);
     await new Promise<void>((done) => {
       const stop = () => {
+        for (const s of stops) s();
         grpcServer?.forceShutdown();
-        if (httpServer === undefined) done();
-        else httpServer.close(() => done());
+        const flushed = audit?.flush() ?? Promise.resolve();
+        if (httpServer === undefined) void flushed.then(() => done());
+        else httpServer.close(() => void flushed.then(() => done()));
         httpServer?.closeAllConnections();
       };
       process.once('SIGTERM', stop);
@@ -284,7 +335,7 @@ const proxy: Command = {
     '--trust-domain TD': 'without --config: the trust domain of the server\'s bundle (default writ.local)',
     '--cache-ttl-ms MS': 'without --config: reuse a decision this long (default 1000; 0 disables)',
     '--timeout-ms MS': 'without --config: deadline of one PDP call; past it the request is denied (default 2000)',
-    '--pdp-mode MODE': 'without --config: `remote` (default: ask the server\'s AuthZEN PDP per request) or `local` (decide here with the server\'s policy bundle, synced; no live posture/risk context)',
+    '--pdp-mode MODE': `without --config: ${LOCAL_PDP_HELP}`,
   },
   async run(v, _p, io: Io) {
     const cfg = loadProxyConfig(v);
@@ -522,7 +573,7 @@ function jsonLinesAudit(write: (line: string) => void): AuditSink {
 const mcpGateway: Command = {
   name: 'mcp-gateway',
   summary: 'run the MCP gateway: agents reach an upstream MCP server only with a Writ token, and every tool call is decided by the PDP',
-  usage: 'writ mcp-gateway --server URL --token-file F --listen HOST:PORT --upstream URL [--resource URL] [--upstream-audience AUD] [--budget-total N] [--budget-per-tool N] [--budget-tool NAME=N]',
+  usage: 'writ mcp-gateway --server URL --token-file F --listen HOST:PORT --upstream URL [--resource URL] [--upstream-audience AUD] [--budget-total N] [--budget-per-tool N] [--budget-tool NAME=N] [--pdp-mode remote|local]',
   options: {
     server: { type: 'string' },
     'token-file': { type: 'string' },
@@ -539,6 +590,7 @@ const mcpGateway: Command = {
     'timeout-ms': { type: 'string' },
     'no-revocations': { type: 'boolean' },
     'revocation-staleness-ms': { type: 'string' },
+    'pdp-mode': { type: 'string' },
   },
   help: {
     '--server URL': CLIENT_HELP['--server URL'],
@@ -556,8 +608,10 @@ const mcpGateway: Command = {
     '--timeout-ms MS': 'deadline of one PDP call; past it the call is refused (default 2000)',
     '--no-revocations': 'do not follow the server\'s revocation stream (sessions then end only with their tokens)',
     '--revocation-staleness-ms MS': 'refuse every call once the revocation stream has been silent this long (default 30000)',
+    '--pdp-mode MODE': `${LOCAL_PDP_HELP}; local decisions are audit lines on stderr`,
   },
   async run(v, _p, io: Io) {
+    const mode = pdpMode(v);
     if (v.listen === undefined || v.upstream === undefined) throw new CliError('--listen and --upstream are required', 'ERR_CLI_USAGE', 2);
     const c = client(v, io);
     if (c.token === undefined || c.token === '') throw new CliError('no PEP credential: pass --token-file or set WRIT_TOKEN', 'ERR_CLI_TOKEN_FILE', 2);
@@ -576,13 +630,25 @@ const mcpGateway: Command = {
     } catch (e) {
       throw new CliError(`cannot read the authorization server metadata of ${c.server}: ${(e as Error).message}`, 'ERR_CLI_UNREACHABLE');
     }
-    const remote = new RemotePdp({ url: c.server, credential: new Secret(c.token), timeoutMs: positiveNumber(v, 'timeout-ms', 2000) });
-    const pdp = new CachingPdp(remote, { clock, ttlMs: positiveNumber(v, 'cache-ttl-ms', 0, true) });
+    const timeoutMs = positiveNumber(v, 'timeout-ms', 2000);
+    const ttlMs = positiveNumber(v, 'cache-ttl-ms', 0, true);
+    const audit = jsonLinesAudit((line) => io.err(line));
+    // Local mode: local decisions (`decision.made`) are audit lines on stderr, next to the gateway's `mcp.call.decided`.
+    const local = mode === 'local' ? syncedLocalPdp(c.server, c.token, audit, 'writ-mcp-gateway', timeoutMs, io) : undefined;
+    const pdp = new CachingPdp(local ?? new RemotePdp({ url: c.server, credential: new Secret(c.token), timeoutMs }), { clock, ttlMs });
+    if (local !== undefined) {
+      // A decision cached under the old set goes when the new set is installed.
+      local.onSwap(() => pdp.invalidate());
+      // Fail closed until a bundle compiled: the gateway listens, and refuses every call with ERR_ENFORCE_POLICY_UNAVAILABLE.
+      const first = await local.start();
+      io.err(JSON.stringify({ msg: 'policy', first: first.outcome, version: local.version ?? null }));
+    }
     const server = createServer();
     await new Promise<void>((ok, fail) => {
       server.once('error', fail);
       server.listen(port, host, () => ok());
     }).catch((e: unknown) => {
+      local?.stop();
       throw new CliError(`cannot listen on ${v.listen as string}: ${(e as Error).message}`, 'ERR_CLI_LISTEN');
     });
     const a = server.address();
@@ -592,7 +658,10 @@ const mcpGateway: Command = {
     let revocations: RevocationStreamClient | undefined;
     try {
       if (v['no-revocations'] !== true) {
-        revocations = new RevocationStreamClient({ url: c.server, token: c.token, clock, stalenessMs: positiveNumber(v, 'revocation-staleness-ms', 30_000), onEvent: (e) => void gateway?.onRevocation(e), onError: () => undefined });
+        revocations = new RevocationStreamClient({ url: c.server, token: c.token, clock, stalenessMs: positiveNumber(v, 'revocation-staleness-ms', 30_000), onEvent: (e) => {
+          void gateway?.onRevocation(e);
+          if (e.kind === 'policy-changed') void local?.refresh();
+        }, onError: () => undefined });
       }
       const upstreamAudience = v['upstream-audience'] as string | undefined;
       const serverId = v['server-id'] as string | undefined;
@@ -608,12 +677,13 @@ const mcpGateway: Command = {
         authorizationServer: issuer,
         clock,
         budgets,
-        audit: jsonLinesAudit((line) => io.err(line)),
+        audit,
         ...(scopes === undefined ? {} : { scopesSupported: scopes }),
         ...(revocations === undefined ? {} : { revocations }),
       });
     } catch (e) {
       server.close();
+      local?.stop();
       throw new CliError(`--upstream/--resource: ${(e as Error).message}`, 'ERR_CLI_USAGE', 2);
     }
     const gw = gateway;
@@ -621,10 +691,11 @@ const mcpGateway: Command = {
       gw.handle(req, res).catch(() => res.destroy());
     });
     revocations?.start();
-    io.err(`writ mcp-gateway: listening on ${host}:${bound}, resource ${resource}, upstream ${v.upstream as string}, tokens from ${issuer}, deciding through ${c.server}/access/v1/evaluation`);
+    io.err(`writ mcp-gateway: listening on ${host}:${bound}, resource ${resource}, upstream ${v.upstream as string}, tokens from ${issuer}, ${decidingFrom(c.server, local)}`);
     await new Promise<void>((done) => {
       const stop = () => {
         revocations?.stop();
+        local?.stop();
         server.close(() => done());
         server.closeAllConnections();
       };

@@ -1,4 +1,4 @@
-// `writ ext-authz` and `writ proxy` usage: --help, usage errors exit 2 with one line.
+// `writ ext-authz` and `writ proxy` usage (`writ mcp-gateway`'s is in mcp-gateway-cli.test.ts): --help, usage errors exit 2 with one line.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -22,7 +22,13 @@ describe('enforcement CLI usage', () => {
   it('writ ext-authz --help lists its options', async () => {
     const r = await writ(['ext-authz', '--help']);
     assert.equal(r.code, 0);
-    for (const o of ['--grpc HOST:PORT', '--http HOST:PORT', '--audience AUD', '--cache-ttl-ms MS', '--trust-client-cert-header']) assert.ok(r.stdout.includes(o), o);
+    for (const o of ['--grpc HOST:PORT', '--http HOST:PORT', '--audience AUD', '--cache-ttl-ms MS', '--trust-client-cert-header', '--pdp-mode MODE']) assert.ok(r.stdout.includes(o), o);
+  });
+
+  it('writ ext-authz --pdp-mode is `remote` or `local`: anything else exits 2 with one line naming the option', async () => {
+    const r = await writ(['ext-authz', '--server', 'http://127.0.0.1:1', '--http', '127.0.0.1:0', '--pdp-mode', 'bogus'], { WRIT_TOKEN: 'x' });
+    assert.equal(r.code, 2);
+    assert.equal(r.stderr.trim(), 'writ ext-authz: --pdp-mode must be `remote` or `local`, not `bogus` (ERR_CLI_USAGE)');
   });
 
   it('writ ext-authz without a listener is a usage error', async () => {

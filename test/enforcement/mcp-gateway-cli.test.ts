@@ -6,7 +6,6 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,8 +14,8 @@ import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/
 import { McpError } from '@modelcontextprotocol/sdk/types.js';
 import type { TestServer } from '../support/server.ts';
 import { WRIT } from './support.ts';
-import { AGENT, AgentTokenProvider, OWNER, startGatewayWrit, startTask, startUpstream } from './mcp-support.ts';
-import type { UpstreamMcp } from './mcp-support.ts';
+import { AGENT, AgentTokenProvider, OWNER, spawnGateway, startGatewayWrit, startTask, startUpstream } from './mcp-support.ts';
+import type { GatewayProcess, UpstreamMcp } from './mcp-support.ts';
 
 function writ(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
@@ -33,7 +32,13 @@ describe('writ mcp-gateway usage', () => {
   it('--help lists its options', async () => {
     const r = await writ(['mcp-gateway', '--help']);
     assert.equal(r.code, 0);
-    for (const o of ['--listen HOST:PORT', '--upstream URL', '--resource URL', '--upstream-audience AUD', '--budget-total N', '--budget-tool NAME=N', '--no-revocations']) assert.ok(r.stdout.includes(o), o);
+    for (const o of ['--listen HOST:PORT', '--upstream URL', '--resource URL', '--upstream-audience AUD', '--budget-total N', '--budget-tool NAME=N', '--no-revocations', '--pdp-mode MODE']) assert.ok(r.stdout.includes(o), o);
+  });
+
+  it('--pdp-mode is `remote` or `local`: anything else exits 2 with one line naming the option', async () => {
+    const r = await writ(['mcp-gateway', '--server', 'http://127.0.0.1:1', '--listen', '127.0.0.1:0', '--upstream', 'http://127.0.0.1:1/mcp', '--pdp-mode', 'bogus'], { WRIT_TOKEN: 'x' });
+    assert.equal(r.code, 2);
+    assert.equal(r.stderr.trim(), 'writ mcp-gateway: --pdp-mode must be `remote` or `local`, not `bogus` (ERR_CLI_USAGE)');
   });
 
   it('needs --listen and --upstream, a PEP credential and well-formed budgets', async () => {
@@ -52,10 +57,10 @@ describe('writ mcp-gateway usage', () => {
 describe('writ mcp-gateway against a real server and upstream', () => {
   let ts: TestServer;
   let upstream: UpstreamMcp;
-  let child: ChildProcess;
-  let out = '';
+  let gateway: GatewayProcess;
   let dir: string;
   let gatewayUrl: string;
+  const output = () => gateway.output();
 
   before(async () => {
     const w = await startGatewayWrit();
@@ -64,24 +69,12 @@ describe('writ mcp-gateway against a real server and upstream', () => {
     dir = mkdtempSync(join(tmpdir(), 'writ-mcp-pep-'));
     const tokenFile = join(dir, 'pep.token');
     writeFileSync(tokenFile, `${w.pep}\n`, { mode: 0o600 });
-    child = spawn(process.execPath, [WRIT, 'mcp-gateway', '--server', ts.url, '--token-file', tokenFile, '--listen', '127.0.0.1:0', '--upstream', upstream.url, '--budget-tool', 'search=1'], { stdio: ['ignore', 'pipe', 'pipe'], env: { PATH: process.env.PATH ?? '/usr/bin:/bin' } });
-    child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
-    const deadline = Date.now() + 20_000;
-    while (!out.includes('deciding through')) {
-      if (child.exitCode !== null) throw new Error(`writ mcp-gateway exited ${child.exitCode}: ${out}`);
-      if (Date.now() > deadline) throw new Error(`writ mcp-gateway did not start: ${out}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    const m = /resource (http:\/\/\S+),/.exec(out);
-    assert.ok(m?.[1], out);
-    gatewayUrl = m[1];
+    gateway = await spawnGateway(ts.url, tokenFile, upstream.url, ['--budget-tool', 'search=1']);
+    gatewayUrl = gateway.url;
   });
 
   after(async () => {
-    const exited = new Promise((r) => child.once('exit', r));
-    child.kill('SIGTERM');
-    await exited;
+    await gateway?.stop();
     await upstream.stop();
     await ts.stop();
     rmSync(dir, { recursive: true, force: true });
@@ -107,7 +100,7 @@ describe('writ mcp-gateway against a real server and upstream', () => {
       await client.close();
     }
     const deadline = Date.now() + 10_000;
-    const lines = () => out.split('\n').filter((l) => l.startsWith('{"msg":"audit"')).map((l) => JSON.parse(l) as { action: string; outcome: string; actor: { id: string }; target: { id: string }; details: Record<string, unknown> });
+    const lines = () => output().split('\n').filter((l) => l.startsWith('{"msg":"audit"')).map((l) => JSON.parse(l) as { action: string; outcome: string; actor: { id: string }; target: { id: string }; details: Record<string, unknown> });
     while (lines().filter((l) => l.details.taskId === task).length < 3 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 25));
     const mine = lines().filter((l) => l.details.taskId === task);
     assert.deepEqual(mine.map((l) => [l.target.id, l.outcome]), [['search', 'success'], ['search', 'denied'], ['delete_repo', 'denied']]);
@@ -117,7 +110,7 @@ describe('writ mcp-gateway against a real server and upstream', () => {
       assert.equal(l.details.onBehalfOf, OWNER);
       assert.equal(typeof l.details.decisionId, 'string');
     }
-    assert.ok(!out.includes(provider.tokens()?.access_token ?? 'no-token'), 'no token in the output');
-    assert.ok(!/eyJ[A-Za-z0-9_-]{20,}\./.test(out), 'no JWT in the output');
+    assert.ok(!output().includes(provider.tokens()?.access_token ?? 'no-token'), 'no token in the output');
+    assert.ok(!/eyJ[A-Za-z0-9_-]{20,}\./.test(output()), 'no JWT in the output');
   });
 });

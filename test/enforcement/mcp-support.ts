@@ -5,6 +5,8 @@
  * agent's token from Writ by token exchange (subject = the task owner, actor
  * = the agent, bound to a task).
  */
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
@@ -20,6 +22,7 @@ import { z } from 'zod';
 import { readWritSchema } from '../../src/policy/index.ts';
 import { startTestServer } from '../support/server.ts';
 import type { TestServer } from '../support/server.ts';
+import { WRIT } from './support.ts';
 
 export const TD = 'writ.local';
 export const OWNER = `spiffe://${TD}/team/owner`;
@@ -59,15 +62,15 @@ export async function gatewaySchema(): Promise<string> {
   return text.replace(line, 'mcp?: { server: String, tool: String, uri?: String, prompt?: String, arguments?: { path?: String, query?: String, name?: String }, task?: { id: String, scopes: Set<String> } },');
 }
 
-/** Start Writ with the gateway policy folder and a PEP principal. */
-export async function startGatewayWrit(): Promise<{ ts: TestServer; pep: string }> {
+/** Start Writ with the gateway policy folder (`dir`) and a PEP principal. */
+export async function startGatewayWrit(): Promise<{ ts: TestServer; pep: string; dir: string }> {
   const dir = mkdtempSync(join(tmpdir(), 'writ-mcp-policy-'));
   writeFileSync(join(dir, 'gateway.cedar'), GATEWAY_POLICIES);
   writeFileSync(join(dir, 'schema.cedarschema'), await gatewaySchema());
   const ts = await startTestServer({ flags: { 'policy.dir': dir } });
   const r = await ts.call('POST', '/admin/v1/principals', { body: { name: 'mcp-gateway', role: 'pep' } });
   if (r.status !== 201) throw new Error(`pep principal: ${r.text}`);
-  return { ts, pep: r.json.token as string };
+  return { ts, pep: r.json.token as string, dir };
 }
 
 /** A JWT-SVID signed by the server's CA, for the issuer. */
@@ -234,4 +237,42 @@ export function decodePayload(jwt: string): Record<string, any> {
 
 export function decodeHeader(jwt: string): Record<string, any> {
   return JSON.parse(Buffer.from(jwt.split('.')[0] ?? '', 'base64url').toString('utf8'));
+}
+
+export interface GatewayProcess {
+  readonly child: ChildProcess;
+  /** The gateway's MCP URL (its `resource`). */
+  readonly url: string;
+  /** Everything the process wrote to stdout and stderr. */
+  output(): string;
+  stop(): Promise<void>;
+}
+
+/** Spawn `writ mcp-gateway` on a free loopback port and wait until it names its resource. */
+export async function spawnGateway(server: string, tokenFile: string, upstream: string, extra: string[] = []): Promise<GatewayProcess> {
+  const child = spawn(process.execPath, [WRIT, 'mcp-gateway', '--server', server, '--token-file', tokenFile, '--listen', '127.0.0.1:0', '--upstream', upstream, ...extra], { stdio: ['ignore', 'pipe', 'pipe'], env: { PATH: process.env.PATH ?? '/usr/bin:/bin' } });
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+  const exited = new Promise((r) => child.once('exit', r));
+  const deadline = Date.now() + 20_000;
+  while (!/deciding (through|locally)/.test(out)) {
+    if (child.exitCode !== null) throw new Error(`writ mcp-gateway exited ${child.exitCode}: ${out}`);
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`writ mcp-gateway did not start: ${out}`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  const m = /resource (http:\/\/\S+),/.exec(out);
+  if (m?.[1] === undefined) throw new Error(`no resource URL in: ${out}`);
+  return {
+    child,
+    url: m[1],
+    output: () => out,
+    async stop() {
+      if (child.exitCode === null) child.kill('SIGTERM');
+      await exited;
+    },
+  };
 }

@@ -108,7 +108,7 @@ export async function spawnExtAuthz(server: string, tokenFile: string, extra: st
   child.stderr.on('data', (d: Buffer) => (out += d.toString()));
   const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
   const deadline = Date.now() + 15_000;
-  while (!out.includes('deciding through')) {
+  while (!/deciding (through|locally)/.test(out)) {
     if (child.exitCode !== null) throw new Error(`writ ext-authz exited ${child.exitCode}: ${out}`);
     if (Date.now() > deadline) {
       child.kill('SIGKILL');

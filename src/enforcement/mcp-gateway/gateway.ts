@@ -521,7 +521,8 @@ export class McpGateway {
     }
     if (decision.allow) return undefined;
     const code = decision.code ?? 'ERR_ENFORCE_DENIED';
-    const unavailable = code === 'ERR_ENFORCE_PDP_UNAVAILABLE' || code === 'ERR_ENFORCE_PDP_MALFORMED';
+    // A local PDP without a compiled policy set cannot answer either: fail closed as for an unreachable PDP.
+    const unavailable = code === 'ERR_ENFORCE_PDP_UNAVAILABLE' || code === 'ERR_ENFORCE_PDP_MALFORMED' || code === 'ERR_ENFORCE_POLICY_UNAVAILABLE';
     return { jsonRpcCode: unavailable ? MCP_INTERNAL : MCP_DENIED, code, reason: decision.reason, decisionId: decision.decisionId };
   }
 
