@@ -13,7 +13,7 @@ export const enforcementErrors = defineErrorCatalog('ENFORCE', {
   ERR_ENFORCE_BUNDLE_UNAVAILABLE: { status: 401, description: 'the enforcement point holds no current trust bundle (never fetched, or expired past its refresh hint and the server is unreachable), so no caller can be authenticated: fail closed' },
   ERR_ENFORCE_DENIED: { status: 403, description: 'the policy decision point denied the request' },
   ERR_ENFORCE_PDP_UNAVAILABLE: { status: 403, description: 'the policy decision point could not be asked (unreachable, timeout, non-200 answer): fail closed' },
-  ERR_ENFORCE_POLICY_UNAVAILABLE: { status: 403, description: 'in local PDP mode (`pdp.mode: "local"`) the enforcement point holds no compiled policy set yet: the bundle was never fetched from the server (unreachable, credential refused) or never compiled: fail closed' },
+  ERR_ENFORCE_POLICY_UNAVAILABLE: { status: 403, description: 'in local PDP mode (`--pdp-mode local`, or `pdp.mode: "local"` in a proxy configuration) the enforcement point holds no compiled policy set yet: the bundle was never fetched from the server (unreachable, credential refused) or never compiled: fail closed' },
   ERR_ENFORCE_PDP_MALFORMED: { status: 403, description: 'the policy decision point answered something that is not an AuthZEN decision: fail closed' },
   ERR_ENFORCE_UPSTREAM: { status: 502, description: '`writ proxy` allowed the request but its upstream did not answer' },
   ERR_ENFORCE_WORKLOAD_API: { status: 502, description: 'the SDK\'s Workload API client could not get an SVID from the agent socket (unreachable, no entitlement, malformed answer)' },
