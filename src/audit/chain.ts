@@ -84,20 +84,14 @@ export function prepareEvent(body: AuditEventBody): PendingEvent {
  * const rows = seal({ seq: 0, hash: GENESIS_HASH }, [prepareEvent(body)]);
  */
 export function seal(head: ChainHead, events: readonly SealInput[]): StoredAuditRow[] {
-  if (!HEX64.test(head.hash)) throw new TypeError('prev hash must be 64 hex digits');
-  if (!Number.isSafeInteger(head.seq) || head.seq < 0 || !Number.isSafeInteger(head.seq + events.length)) throw new TypeError('head seq must be a non-negative integer with room for the batch');
-  const rows: StoredAuditRow[] = [];
-  const seqBytes = Buffer.allocUnsafe(8);
-  let prevRaw: Buffer = Buffer.from(head.hash, 'hex');
+  const hashes = chainHashes(head, events.map((e) => e.canonical));
+  const rows: StoredAuditRow[] = new Array<StoredAuditRow>(events.length);
   let prev = head.hash;
-  let seq = head.seq;
-  for (const e of events) {
-    seq += 1;
-    // Each link chains from the previous row's raw digest: no hex round trip per row.
-    prevRaw = linkDigest(prevRaw, seq, e.canonical, seqBytes);
-    const hash = prevRaw.toString('hex');
-    rows.push({
-      seq,
+  for (let i = 0; i < events.length; i++) {
+    const e = events[i] as SealInput;
+    const hash = hashes[i] as string;
+    rows[i] = {
+      seq: head.seq + i + 1,
       time: e.body.time,
       action: e.body.action,
       outcome: e.body.outcome,
@@ -106,10 +100,32 @@ export function seal(head: ChainHead, events: readonly SealInput[]): StoredAudit
       event: e.canonical,
       prevHash: prev,
       hash,
-    });
+    };
     prev = hash;
   }
   return rows;
+}
+
+/**
+ * The hashes of canonical events chained after `head`, in order: the chain
+ * alone, with no rows built (what {@link seal} computes, and the floor the
+ * audit benchmark measures).
+ *
+ * @example
+ * const [h1, h2] = chainHashes({ seq: 0, hash: GENESIS_HASH }, [a.canonical, b.canonical]);
+ */
+export function chainHashes(head: ChainHead, canonicalEvents: readonly string[]): string[] {
+  if (!HEX64.test(head.hash)) throw new TypeError('prev hash must be 64 hex digits');
+  if (!Number.isSafeInteger(head.seq) || head.seq < 0 || !Number.isSafeInteger(head.seq + canonicalEvents.length)) throw new TypeError('head seq must be a non-negative integer with room for the batch');
+  const out: string[] = new Array<string>(canonicalEvents.length);
+  const seqBytes = Buffer.allocUnsafe(8);
+  // Each link chains from the previous row's raw digest: no hex round trip per row.
+  let prevRaw: Buffer = Buffer.from(head.hash, 'hex');
+  for (let i = 0; i < canonicalEvents.length; i++) {
+    prevRaw = linkDigest(prevRaw, head.seq + i + 1, canonicalEvents[i] as string, seqBytes);
+    out[i] = prevRaw.toString('hex');
+  }
+  return out;
 }
 
 /** Read a stored row back as a record. Throws TypeError on a row whose event is not JSON. */
