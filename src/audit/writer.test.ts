@@ -1,8 +1,8 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { ManualClock, Secret } from '../kernel/index.ts';
-import type { AuditEventInput } from '../kernel/index.ts';
-import { AuditWriter, OFF_THREAD_MIN_BATCH } from './writer.ts';
+import type { AuditEventInput, AuditRecord } from '../kernel/index.ts';
+import { AuditWriter, OFF_THREAD_LANES, OFF_THREAD_MIN_BATCH } from './writer.ts';
 import { verifyChain } from './verify.ts';
 import { chainHash, GENESIS_HASH } from './chain.ts';
 import { InOrderMemoryAuditStore, MemoryAuditStore } from './memory-store.test-support.ts';
@@ -124,19 +124,22 @@ describe('AuditWriter', () => {
     await w.close();
   });
 
-  it('with an off-thread store, a full batch gathered while one commits is posted at once, behind it, and chains after it', async () => {
+  it('with an off-thread store, full batches gathered while one commits are posted at once, behind it (up to OFF_THREAD_LANES), and chain after it', async () => {
     const store = new InOrderMemoryAuditStore();
     store.commitDelayMs = 30;
     const n = OFF_THREAD_MIN_BATCH + 4;
-    const w = new AuditWriter(store, clock, { ...opts, flushEvents: n, flushDelayMs: 1_000_000 });
+    const w = new AuditWriter(store, clock, { ...opts, flushEvents: n, maxBatchEvents: n, flushDelayMs: 1_000_000 });
     const first = Array.from({ length: n }, (_, i) => w.append(ev(i)));
     assert.equal(store.inOrderCalls, 1, 'the first full batch went at once');
-    const second = Array.from({ length: n }, (_, i) => w.append(ev(100 + i)));
-    assert.equal(store.inOrderCalls, 2, 'the second full batch is posted while the first still commits');
-    const third = Array.from({ length: 3 }, (_, i) => w.append(ev(200 + i)));
-    assert.equal(store.inOrderCalls, 2, 'at most one batch waits behind the one committing; the rest waits for the loop');
-    const recs = await Promise.all([...first, ...second, ...third]);
-    assert.deepEqual(recs.map((r) => r.seq), Array.from({ length: 2 * n + 3 }, (_, i) => i + 1));
+    const behind: Promise<AuditRecord>[] = [];
+    for (let b = 1; b <= OFF_THREAD_LANES; b++) {
+      behind.push(...Array.from({ length: n }, (_, i) => w.append(ev(b * 100 + i))));
+      assert.equal(store.inOrderCalls, 1 + b, `full batch ${b} is posted while the first still commits`);
+    }
+    const waiting = Array.from({ length: n + 3 }, (_, i) => w.append(ev(10_000 + i)));
+    assert.equal(store.inOrderCalls, 1 + OFF_THREAD_LANES, 'beyond OFF_THREAD_LANES batches in flight, the rest waits for the loop');
+    const recs = await Promise.all([...first, ...behind, ...waiting]);
+    assert.deepEqual(recs.map((r) => r.seq), Array.from({ length: recs.length }, (_, i) => i + 1));
     assert.equal(store.sealedCalls, 0);
     assert.equal((await verifyChain(store)).ok, true);
     await w.close();

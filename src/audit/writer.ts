@@ -11,7 +11,7 @@
  * instead gets the next batch as soon as the previous one committed: there
  * the commit does not block this thread, so the callers just served sign
  * their next requests while it runs; and a full batch that gathers while one
- * commits there is posted at once behind it (at most one waits), so the two
+ * commits there is posted at once behind it (up to OFF_THREAD_LANES wait; that thread commits the ones that queued together), so the two
  * threads overlap instead of taking turns. A lone caller's batches (smaller than
  * OFF_THREAD_MIN_BATCH, after a small one) are still committed on this thread.
  * `append` resolves only after the event's transaction committed.
@@ -31,6 +31,14 @@ import { auditErrors } from './errors.ts';
  * would stall the callers the off-thread path keeps running.
  */
 export const OFF_THREAD_MIN_BATCH = 16;
+
+/**
+ * Most extra batches posted to a store's off-thread path while one is being
+ * written: enough to keep that thread busy (it commits the ones that queued
+ * together), few enough that a failing store fails a bounded number of
+ * callers at once.
+ */
+export const OFF_THREAD_LANES = 8;
 
 /** Group-commit settings (see the `audit.*` options of the config schema). */
 export interface AuditWriterOptions {
@@ -71,8 +79,8 @@ export class AuditWriter implements AuditSink {
   /** True from the end of a write until the event loop turns: the writer is under load. */
   #justWrote = false;
   #running: Promise<void> | undefined;
-  /** An extra off-thread batch posted while `#running` writes (pipelining; see `#schedule`). */
-  #lane: Promise<void> | undefined;
+  /** Extra off-thread batches posted while `#running` writes (pipelining; see `#schedule`). */
+  readonly #lanes = new Set<Promise<void>>();
   #closed = false;
   readonly stats: AuditWriterStats = { appended: 0, failed: 0, batches: 0, queued: 0, lastBatchSize: 0 };
 
@@ -110,8 +118,8 @@ export class AuditWriter implements AuditSink {
         this.#immediate = undefined;
       }
       this.#kick();
-      if (this.#running === undefined && this.#lane === undefined) return; // nothing queued, nothing being written
-      await Promise.all([this.#running, this.#lane]);
+      if (this.#running === undefined && this.#lanes.size === 0) return; // nothing queued, nothing being written
+      await Promise.all([this.#running, ...this.#lanes]);
     }
   }
 
@@ -126,13 +134,16 @@ export class AuditWriter implements AuditSink {
       // Off-thread commits run in posting order on the store's thread, each sealed on the head the
       // one before left: while a batch commits there, a full batch gathered meanwhile is posted at
       // once instead of waiting for that commit, so this thread keeps serving callers while the
-      // other commits (at most one such extra batch; the running loop picks up the rest).
-      if (this.#store.appendInOrder !== undefined && this.#lane === undefined && this.#queue.length >= this.#opts.flushEvents) {
+      // other commits; the store's thread takes the batches that queued up during a commit into
+      // its next one (group commit there too). At most OFF_THREAD_LANES such extra batches are in
+      // flight; the running loop picks up the rest.
+      if (this.#store.appendInOrder !== undefined && this.#lanes.size < OFF_THREAD_LANES && this.#queue.length >= this.#opts.flushEvents) {
         const batch = this.#queue.splice(0, this.#opts.maxBatchEvents);
         this.stats.queued = this.#queue.length;
-        this.#lane = this.#write(batch, true).finally(() => {
-          this.#lane = undefined;
+        const lane: Promise<void> = this.#write(batch, true).finally(() => {
+          this.#lanes.delete(lane);
         });
+        this.#lanes.add(lane);
       }
       return; // the running loop picks the rest of the queue up
     }
@@ -189,7 +200,7 @@ export class AuditWriter implements AuditSink {
       const batch = this.#queue.splice(0, this.#opts.maxBatchEvents);
       this.stats.queued = this.#queue.length;
       // A pipelined batch is in flight on the store's thread: this one follows it there, in order.
-      const offThread = this.#store.appendInOrder !== undefined && (this.#lane !== undefined || batch.length >= OFF_THREAD_MIN_BATCH || this.stats.lastBatchSize >= OFF_THREAD_MIN_BATCH);
+      const offThread = this.#store.appendInOrder !== undefined && (this.#lanes.size > 0 || batch.length >= OFF_THREAD_MIN_BATCH || this.stats.lastBatchSize >= OFF_THREAD_MIN_BATCH);
       await this.#write(batch, offThread);
     } while (this.#queue.length >= (this.#store.appendInOrder !== undefined ? 1 : this.#opts.maxBatchEvents));
   }

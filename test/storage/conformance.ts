@@ -376,6 +376,23 @@ export function storeConformance(name: string, factory: StoreFactory): void {
       assert.equal((await verifyChain(store)).ok, true);
     });
 
+    inOrderTest('appendInOrder: batches that queued during a commit are committed together; when that commit fails, none of them is kept, and the chain stays whole', async (appendInOrder) => {
+      const before = await store.head();
+      // A stray row where the third batch's row goes: the transaction that holds it fails.
+      await store.db.insertInto('audit_events').values({ seq: before.seq + 5, time: 't', action: 'x.y', outcome: 'success', actor_id: 'a', correlation_id: 'c', event: '{}', prev_hash: 'p', hash: 'h' }).execute();
+      const batches = [2, 2, 2, 2, 2].map((n, b) => Array.from({ length: n }, (_, i) => event(7000 + b * 10 + i)));
+      const settled = await Promise.allSettled(batches.map((events) => appendInOrder(events)));
+      assert.equal(settled[2]?.status, 'rejected', 'the batch whose row collides is refused');
+      await store.db.deleteFrom('audit_events').where('seq', '=', before.seq + 5).where('hash', '=', 'h').execute();
+      // Whatever was committed is exactly what was acknowledged, in order and chained.
+      const kept = settled.flatMap((r) => (r.status === 'fulfilled' ? r.value : []));
+      assert.deepEqual(await store.readRange(before.seq, 100), kept);
+      assert.equal((await store.head()).seq, before.seq + kept.length);
+      assert.equal((await verifyChain(store)).ok, true);
+      // And the worker goes on.
+      assert.deepEqual((await appendInOrder([event(7100)])).map((r) => r.seq), [before.seq + kept.length + 1]);
+    });
+
     test('concurrent appends never fork the chain', async () => {
       const peer = (await factory.openPeer?.()) ?? store;
       try {
