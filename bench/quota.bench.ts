@@ -47,7 +47,7 @@ export async function runQuotaBench(): Promise<BenchResult> {
     }
     const pick = (xs: number[]) => sample(xs.length, (() => { let i = 0; return () => xs[i++] ?? 0; })());
     const rawFig = figure('plain lease INSERT, two pools (floor)', 'rows/s', await pick(raw), undefined, `${IN_FLIGHT} in flight`);
-    const distinctFig = figure('lease open with atomic quotas, two replicas, distinct subjects', 'leases/s', await pick(distinct), rawFig, 'advisory lock per subject, count, insert in one transaction');
+    const distinctFig = figure('lease open with atomic quotas, two replicas, distinct subjects', 'leases/s', await pick(distinct), rawFig, 'advisory lock per subject, then one count-guarded INSERT, in one transaction');
     const sameFig = figure('lease open with atomic quotas, two replicas, one subject', 'leases/s', await pick(same), rawFig, 'every opener waits on the same subject lock and counts up to 1,000 live leases of it');
     return {
       bench: 'lease quotas across replicas (PostgreSQL store)',

@@ -233,20 +233,31 @@ export class CredentialTables implements LeaseStore, TaskStore, ExceptionStore, 
       if (this.#kind === 'postgres') {
         // Transaction-scoped advisory locks serialize every opener of this task
         // and of this subject across replicas until commit. Always the task
-        // first, then the subject: one fixed order, so two openers never wait
-        // on each other in a cycle. (SQLite: BEGIN IMMEDIATE already holds the
-        // database's single write lock for the whole transaction.)
-        if (lease.taskId !== null) await sql`select pg_advisory_xact_lock(${QUOTA_LOCK_TASK}, hashtext(${lease.taskId}))`.execute(trx);
-        await sql`select pg_advisory_xact_lock(${QUOTA_LOCK_SUBJECT}, hashtext(${lease.subject}))`.execute(trx);
+        // first, then the subject (left to right, in one statement): one fixed
+        // order, so two openers never wait on each other in a cycle. (SQLite:
+        // BEGIN IMMEDIATE already holds the database's single write lock for the
+        // whole transaction.)
+        if (lease.taskId !== null) await sql`select pg_advisory_xact_lock(${QUOTA_LOCK_TASK}, hashtext(${lease.taskId})), pg_advisory_xact_lock(${QUOTA_LOCK_SUBJECT}, hashtext(${lease.subject}))`.execute(trx);
+        else await sql`select pg_advisory_xact_lock(${QUOTA_LOCK_SUBJECT}, hashtext(${lease.subject}))`.execute(trx);
       }
+      // Count and insert in one statement, after the locks: a statement of its own, so (READ
+      // COMMITTED) it sees every lease the openers before it committed. The row goes in only when
+      // the live leases of its task and of its subject are under their quotas.
+      const row = rowOf(lease);
+      const cols = Object.keys(row) as (keyof LeasesTable)[];
+      const under = (col: 'task_id' | 'subject', value: string, max: number) =>
+        sql`(select count(*) from leases where ${sql.ref(col)} = ${value} and state in ('pending', 'active') and expires_at > ${nowIso}) < ${max}`;
+      const within = lease.taskId !== null
+        ? sql`${under('task_id', lease.taskId, quota.maxPerTask)} and ${under('subject', lease.subject, quota.maxPerSubject)}`
+        : under('subject', lease.subject, quota.maxPerSubject);
+      const res = await sql`insert into leases (${sql.join(cols.map((c) => sql.ref(c)))}) select ${sql.join(cols.map((c) => sql`${row[c]}`))} where ${within}`.execute(trx);
+      if (Number(res.numAffectedRows ?? 0n) === 1) return { inserted: true } as const;
+      // Refused (rare): which quota, and how full it is, still under the locks.
       if (lease.taskId !== null) {
         const live = await this.#countLive(trx, { taskId: lease.taskId }, nowIso);
         if (live >= quota.maxPerTask) return { inserted: false, by: 'task', live } as const;
       }
-      const live = await this.#countLive(trx, { subject: lease.subject }, nowIso);
-      if (live >= quota.maxPerSubject) return { inserted: false, by: 'subject', live } as const;
-      await trx.insertInto('leases').values(rowOf(lease)).execute();
-      return { inserted: true } as const;
+      return { inserted: false, by: 'subject', live: await this.#countLive(trx, { subject: lease.subject }, nowIso) } as const;
     });
   }
 
