@@ -706,10 +706,10 @@ const mcpGateway: Command = {
     let revocations: RevocationStreamClient | undefined;
     try {
       if (v['no-revocations'] !== true) {
-        revocations = new RevocationStreamClient({ url: c.server, token: c.token, clock, stalenessMs: positiveNumber(v, 'revocation-staleness-ms', 30_000), onEvent: (e) => {
+        revocations = followRevocations(c.server, c.token, positiveNumber(v, 'revocation-staleness-ms', 30_000), (e) => {
           void gateway?.onRevocation(e);
           if (e.kind === 'policy-changed') void local?.refresh();
-        }, onError: () => undefined });
+        }, io).revocations;
       }
       const upstreamAudience = v['upstream-audience'] as string | undefined;
       const serverId = v['server-id'] as string | undefined;
