@@ -21,6 +21,7 @@ import { GENESIS_HASH, chainHash, toEventBody } from '../audit/index.ts';
 import { canonicalJson } from '../kernel/index.ts';
 import type { AuditEventInput, AuditRecord, AuditSink } from '../kernel/index.ts';
 import { RevocationStreamClient } from '../signals/index.ts';
+import type { RevocationEvent } from '../signals/index.ts';
 import {
   AccessTokenVerifier,
   CachingPdp,
@@ -77,6 +78,43 @@ function decidingFrom(server: string, local: SyncedLocalPdp | undefined): string
   return local === undefined ? `deciding through ${server}/access/v1/evaluation` : `deciding locally with the policy bundle of ${server}/v1/policy/bundle`;
 }
 
+/** Why the revocation stream is not followed, for the one stderr line of an outage (never the credential). */
+function revocationOutage(e: unknown): string {
+  const status = (e as { status?: unknown } | undefined)?.status;
+  if (status === 403) return 'the server refuses the PEP credential on the revocation stream (403): it needs the `pep` role (`writ principal create --role pep`); every request is denied as ERR_ENFORCE_REVOCATION_STALE until it has it; retrying';
+  if (status === 401) return 'the server refuses the PEP credential on the revocation stream (401): it is unknown, expired or revoked; every request is denied as ERR_ENFORCE_REVOCATION_STALE; retrying';
+  return `revocation stream unavailable, retrying: ${e instanceof Error ? e.message.slice(0, 200) : 'unknown'}`;
+}
+
+/**
+ * Follow the server's revocation stream as an enforcement point (not started):
+ * one stderr line per outage, not per retry; past the staleness bound every
+ * request is denied anyway. `firstContact` waits (at most `ms`) for the first
+ * heartbeat or the first failure, so a point starts deciding on a fresh view.
+ */
+function followRevocations(server: string, token: string, stalenessMs: number, onEvent: (e: RevocationEvent) => void, io: Io): { revocations: RevocationStreamClient; firstContact(ms: number): Promise<void> } {
+  let loggedAt = -1;
+  let failures = 0;
+  const revocations: RevocationStreamClient = new RevocationStreamClient({
+    url: server,
+    token,
+    clock: systemClock,
+    stalenessMs,
+    onEvent,
+    onError: (e) => {
+      failures += 1;
+      if (revocations.connects === loggedAt) return;
+      loggedAt = revocations.connects;
+      io.err(JSON.stringify({ msg: 'revocations', error: revocationOutage(e) }));
+    },
+  });
+  const firstContact = async (ms: number): Promise<void> => {
+    const end = Date.now() + ms;
+    while (revocations.isStale() && failures === 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+  };
+  return { revocations, firstContact };
+}
+
 const LOCAL_PDP_HELP = '`remote` (default: ask the server\'s AuthZEN PDP per request) or `local` (decide here with the server\'s policy bundle, synced; no live posture/risk context)';
 
 function positiveNumber(v: Values, flag: string, dflt: number, allowZero = false): number {
@@ -90,7 +128,7 @@ function positiveNumber(v: Values, flag: string, dflt: number, allowZero = false
 const extAuthz: Command = {
   name: 'ext-authz',
   summary: 'run the external authorizer for Envoy (gRPC Check) and nginx auth_request (HTTP mode)',
-  usage: 'writ ext-authz --server URL --token-file F [--grpc HOST:PORT] [--http HOST:PORT] [--audience AUD] [--trust-domain TD] [--pdp-mode remote|local]',
+  usage: 'writ ext-authz --server URL --token-file F [--grpc HOST:PORT] [--http HOST:PORT] [--audience AUD] [--trust-domain TD] [--pdp-mode remote|local] [--revocation-staleness-ms MS] [--no-revocations]',
   options: {
     server: { type: 'string' },
     'token-file': { type: 'string' },
@@ -104,10 +142,12 @@ const extAuthz: Command = {
     'path-prefix': { type: 'string' },
     'trust-client-cert-header': { type: 'boolean' },
     'pdp-mode': { type: 'string' },
+    'no-revocations': { type: 'boolean' },
+    'revocation-staleness-ms': { type: 'string' },
   },
   help: {
     '--server URL': CLIENT_HELP['--server URL'],
-    '--token-file FILE': 'PEP credential: an admin principal with role `pep` (env WRIT_TOKEN_FILE or WRIT_TOKEN)',
+    '--token-file FILE': 'PEP credential: an admin principal with role `pep`, for the PDP and the revocation stream (env WRIT_TOKEN_FILE or WRIT_TOKEN)',
     '--grpc HOST:PORT': 'serve envoy.service.auth.v3.Authorization/Check here (plaintext gRPC; keep it on loopback or a private network)',
     '--http HOST:PORT': 'serve the HTTP-mode authorizer here (Envoy HTTP mode, nginx auth_request)',
     '--audience AUD': 'the audience a caller\'s JWT-SVID must name (default `writ-ext-authz`)',
@@ -118,6 +158,8 @@ const extAuthz: Command = {
     '--path-prefix P': 'Envoy HTTP mode `path_prefix` to strip',
     '--trust-client-cert-header': 'in HTTP mode read the caller certificate from X-Writ-Client-Cert (URL-encoded PEM), set by the TLS-terminating proxy',
     '--pdp-mode MODE': `${LOCAL_PDP_HELP}; local decisions are audit records on stderr`,
+    '--revocation-staleness-ms MS': 'deny every request (403 ERR_ENFORCE_REVOCATION_STALE) once the revocation stream has been silent this long (default 30000)',
+    '--no-revocations': 'UNSAFE: do not follow the server\'s revocation stream, so a revoked caller passes until its SVID expires (in local mode the stream is still read for `policy-changed`)',
   },
   async run(v, _p, io: Io) {
     const mode = pdpMode(v);
@@ -132,23 +174,39 @@ const extAuthz: Command = {
     const audit = mode === 'local' ? jsonlAuditSink(undefined, io) : undefined;
     const local = audit === undefined ? undefined : syncedLocalPdp(c.server, token, audit, 'writ-ext-authz', timeoutMs, io);
     const pdp = new CachingPdp(local ?? new RemotePdp({ url: c.server, credential: new Secret(token), timeoutMs }), { clock, ttlMs });
+    const enforceRevocations = v['no-revocations'] !== true;
+    const stalenessMs = positiveNumber(v, 'revocation-staleness-ms', 30_000);
     const stops: (() => void)[] = [];
+    // Revoked callers are refused and the decisions about them dropped (both modes); a stale stream denies everything.
+    // With --no-revocations, local mode still reads it for `policy-changed`; the ETag poll covers an outage.
+    const stream = enforceRevocations || local !== undefined ? followRevocations(c.server, token, stalenessMs, (e) => {
+      if (enforceRevocations) authorizer.onRevocation(e);
+      if (e.kind === 'policy-changed') void local?.refresh();
+    }, io) : undefined;
+    const bundles = new ServerBundleSource({ url: c.server, trustDomain: (v['trust-domain'] as string | undefined) ?? 'writ.local', clock });
+    const headers = v['context-header'] as unknown as string[] | undefined;
+    const authorizer = new HttpAuthorizer({
+      pdp,
+      bundles,
+      clock,
+      audience: (v.audience as string | undefined) ?? 'writ-ext-authz',
+      ...(headers === undefined ? {} : { contextHeaders: headers }),
+      ...(enforceRevocations && stream !== undefined ? { revocations: { view: stream.revocations, maxStalenessMs: stalenessMs } } : {}),
+    });
+    if (stream !== undefined) {
+      stream.revocations.start();
+      stops.push(() => stream.revocations.stop());
+    }
     if (local !== undefined) {
       // A decision cached under the old set goes when the new set is installed.
       local.onSwap(() => pdp.invalidate());
-      // ext-authz follows the revocation stream in local mode only, for `policy-changed`; the ETag poll covers an outage.
-      const revocations = new RevocationStreamClient({ url: c.server, token, clock, stalenessMs: 30_000, onEvent: (e) => {
-        if (e.kind === 'policy-changed') void local.refresh();
-      }, onError: () => undefined });
       // Fail closed until a bundle compiled: the authorizer listens, and denies with ERR_ENFORCE_POLICY_UNAVAILABLE.
       const first = await local.start();
-      revocations.start();
-      stops.push(() => revocations.stop(), () => local.stop());
+      stops.push(() => local.stop());
       io.err(JSON.stringify({ msg: 'policy', first: first.outcome, version: local.version ?? null }));
     }
-    const bundles = new ServerBundleSource({ url: c.server, trustDomain: (v['trust-domain'] as string | undefined) ?? 'writ.local', clock });
-    const headers = v['context-header'] as unknown as string[] | undefined;
-    const authorizer = new HttpAuthorizer({ pdp, bundles, clock, audience: (v.audience as string | undefined) ?? 'writ-ext-authz', ...(headers === undefined ? {} : { contextHeaders: headers }) });
+    // Start on a fresh view when the server answers; a refused or unreachable stream is logged and fails closed.
+    if (enforceRevocations) await stream?.firstContact(Math.min(5000, stalenessMs));
     const log = (line: object) => io.err(JSON.stringify({ msg: 'decision', ...line }));
 
     let grpcServer: grpc.Server | undefined;
@@ -179,6 +237,9 @@ const extAuthz: Command = {
       const a = server.address();
       io.err(`writ ext-authz: http listening on ${host}:${typeof a === 'object' && a !== null ? a.port : port}`);
     }
+    io.err(enforceRevocations
+      ? `writ ext-authz: refusing revoked callers (revocation stream of ${c.server}; every request denied when silent for ${stalenessMs} ms)`
+      : 'writ ext-authz: NOT refusing revoked callers (--no-revocations): a revoked caller passes until its SVID expires');
     io.err(`writ ext-authz: ${decidingFrom(c.server, local)}`);
     await new Promise<void>((done) => {
       const stop = () => {
@@ -423,23 +484,10 @@ const proxy: Command = {
     const material = (): ProxyTlsMaterial | undefined => (serving === undefined ? undefined : { ...serving, ca: bundlePem(lastBundle) });
 
     let instance: IdentityProxy | undefined;
-    let loggedAt = -1;
-    const revocations = new RevocationStreamClient({
-      url: c.server,
-      token: c.token,
-      clock,
-      stalenessMs: cfg.revocationMaxStalenessMs,
-      onEvent: (e) => {
-        instance?.onRevocation(e);
-        if (e.kind === 'policy-changed') void local?.refresh();
-      },
-      // One line per outage, not per retry; past the staleness bound every request is denied anyway.
-      onError: (e) => {
-        if (revocations.connects === loggedAt) return;
-        loggedAt = revocations.connects;
-        io.err(JSON.stringify({ msg: 'revocations', error: `revocation stream unavailable, retrying: ${e instanceof Error ? e.message.slice(0, 200) : 'unknown'}` }));
-      },
-    });
+    const { revocations } = followRevocations(c.server, c.token, cfg.revocationMaxStalenessMs, (e) => {
+      instance?.onRevocation(e);
+      if (e.kind === 'policy-changed') void local?.refresh();
+    }, io);
     const tlsMaterial = material();
     const p = new IdentityProxy({
       config: cfg,
@@ -658,10 +706,10 @@ const mcpGateway: Command = {
     let revocations: RevocationStreamClient | undefined;
     try {
       if (v['no-revocations'] !== true) {
-        revocations = new RevocationStreamClient({ url: c.server, token: c.token, clock, stalenessMs: positiveNumber(v, 'revocation-staleness-ms', 30_000), onEvent: (e) => {
+        revocations = followRevocations(c.server, c.token, positiveNumber(v, 'revocation-staleness-ms', 30_000), (e) => {
           void gateway?.onRevocation(e);
           if (e.kind === 'policy-changed') void local?.refresh();
-        }, onError: () => undefined });
+        }, io).revocations;
       }
       const upstreamAudience = v['upstream-audience'] as string | undefined;
       const serverId = v['server-id'] as string | undefined;

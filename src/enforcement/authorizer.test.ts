@@ -10,7 +10,7 @@ import { TrustBundle, signJwtSvid } from '../identity/index.ts';
 import { Decider, PolicyEngine, readPolicyFolder, recordingAuditSink } from '../policy/index.ts';
 import { HttpAuthorizer, normalizePath } from './authorizer.ts';
 import { StaticBundleSource } from './caller.ts';
-import { LocalPdp } from './pdp-client.ts';
+import { CachingPdp, LocalPdp } from './pdp-client.ts';
 import { checkRequestToHttp, checkResponseOf, httpModeRequest } from './ext-authz.ts';
 import type { IncomingMessage } from 'node:http';
 
@@ -129,5 +129,44 @@ describe('verified-token cache', () => {
     current = withoutKey;
     const r = await authz.check(req);
     assert.deepEqual(r.allow === false && [r.status, r.code, r.reason], [401, 'ERR_ENFORCE_CREDENTIAL_INVALID', 'JWT-SVID rejected: key `k1` is not a JWT authority of trust domain `writ.local`']);
+  });
+});
+
+describe('revocations', () => {
+  it('a revoked caller is 401 ERR_ENFORCE_CREDENTIAL_REVOKED, a stale stream 403 ERR_ENFORCE_REVOCATION_STALE, before the PDP; events drop cached decisions', async () => {
+    const clock = new ManualClock(Date.parse('2026-11-22T12:00:00Z'));
+    const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const bundle = new TrustBundle({ trustDomain: 'writ.local', jwtAuthorities: [{ kid: 'k1', publicJwk: publicKey.export({ format: 'jwk' }), alg: 'ES256' }] });
+    const key = await crypto.subtle.importKey('pkcs8', privateKey.export({ format: 'der', type: 'pkcs8' }), { name: 'ECDSA', namedCurve: 'P-256' }, false, ['sign']);
+    const sign = async (spiffeId: string) => (await signJwtSvid({ kid: 'k1', alg: 'ES256', privateKey: key, notAfter: new Date(clock.nowMs() + 3_600_000) }, { spiffeId, audience: 'api' }, clock, { defaultTtlMs: 300_000, maxTtlMs: 3_600_000 })).token;
+    let asked = 0;
+    const pdp = new CachingPdp({ evaluate: async () => ({ allow: true, reason: 'allowed by policy', decisionId: `d${++asked}`, cached: false }) }, { clock, ttlMs: 60_000 });
+    let state: 'clear' | 'stale' = 'clear';
+    const revoked = new Set<string>();
+    const view = { check: (q: { subject?: string }) => (state === 'stale' ? 'stale' as const : q.subject !== undefined && revoked.has(q.subject) ? 'revoked' as const : 'clear' as const), staleness: () => 0 };
+    const authz = new HttpAuthorizer({ pdp, bundles: new StaticBundleSource(bundle), clock, audience: 'api', revocations: { view, maxStalenessMs: 5000 } });
+    const other = 'spiffe://writ.local/other-client';
+    const req = (token: string) => ({ method: 'GET', path: '/hello', host: 'h', headers: { authorization: `Bearer ${token}` } });
+    const mine = req(await sign(ALLOWED));
+    const theirs = req(await sign(other));
+    assert.equal((await authz.check(mine)).allow, true);
+    assert.equal((await authz.check(theirs)).allow, true);
+    assert.equal(pdp.size, 2);
+
+    revoked.add(ALLOWED);
+    authz.onRevocation({ id: 'r1', cursor: 1, kind: 'subject-revoked', subject: ALLOWED, at: '2026-11-22T12:00:00Z', reason: 'credential-compromised' });
+    assert.equal(pdp.size, 1, 'the revoked subject\'s decision is dropped, the other kept');
+    const r = await authz.check(mine);
+    assert.deepEqual(r.allow === false && [r.status, r.code, r.reason, r.wwwAuthenticate, r.caller?.spiffeId], [401, 'ERR_ENFORCE_CREDENTIAL_REVOKED', 'the caller\'s credential or identity has been revoked', 'Bearer realm="writ", error="invalid_token", error_description="revoked"', ALLOWED]);
+    assert.equal((await authz.check(theirs)).allow, true);
+
+    authz.onRevocation({ id: 'r2', cursor: 2, kind: 'policy-changed', at: '2026-11-22T12:00:00Z', reason: 'policy-activated' });
+    assert.equal(pdp.size, 0, 'a policy change drops every decision');
+
+    state = 'stale';
+    const before = asked;
+    const s = await authz.check(theirs);
+    assert.deepEqual(s.allow === false && [s.status, s.code, s.reason, s.wwwAuthenticate], [403, 'ERR_ENFORCE_REVOCATION_STALE', 'the revocation stream has not been heard from within 5000 ms', undefined]);
+    assert.equal(asked, before, 'the PDP is not asked');
   });
 });

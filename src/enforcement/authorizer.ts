@@ -11,15 +11,51 @@
  * `{type: resource, id: <host><path>}` with the query dropped and dot segments
  * resolved, context `{http: {method, path, host}, authn: {method,
  * senderConstrained}}` plus `headers` limited to an allow-list.
+ *
+ * With `revocations` (the server's revocation stream), an authenticated caller
+ * whose SPIFFE ID was revoked is refused (401 `ERR_ENFORCE_CREDENTIAL_REVOKED`)
+ * and every caller is refused once the stream is stale (403
+ * `ERR_ENFORCE_REVOCATION_STALE`), before the PDP is asked.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import type { TrustBundle } from '../identity/index.ts';
 import type { Clock, WritError } from '../kernel/index.ts';
+import type { RevocationEvent, RevocationQuery, RevocationStatus } from '../signals/index.ts';
 import { enforcementErrors } from './errors.ts';
 import type { EnforcementErrorCode } from './errors.ts';
 import { StaticBundleSource, authenticateJwtSvid, authenticateTlsVerifiedLeaf, authenticateX509Svid, bearerToken, decodeForwardedCertificate } from './caller.ts';
 import type { BundleSource, CallerIdentity } from './caller.ts';
+import { CachingPdp } from './pdp-client.ts';
 import type { AccessRequest, PdpClient } from './pdp-client.ts';
+
+/** What an enforcement point needs from the revocation stream (`RevocationStreamClient`). */
+export interface RevocationView {
+  check(q: RevocationQuery): RevocationStatus;
+  staleness(): number;
+}
+
+/** A refusal by the revocation view: a revoked caller (401) or a stale stream (403). */
+export interface RevocationDenial {
+  readonly status: 401 | 403;
+  readonly code: 'ERR_ENFORCE_CREDENTIAL_REVOKED' | 'ERR_ENFORCE_REVOCATION_STALE';
+  readonly reason: string;
+}
+
+/**
+ * Ask the revocation view about an authenticated caller; undefined when it may
+ * go on to the decision. Stale beats revoked: past `maxStalenessMs` nothing is
+ * vouched for.
+ *
+ * @example
+ * const d = revocationDenial(revocations, { subject: caller.spiffeId }, 30_000);
+ * if (d !== undefined) deny(d.status, d.code, d.reason);
+ */
+export function revocationDenial(view: RevocationView, q: RevocationQuery, maxStalenessMs: number): RevocationDenial | undefined {
+  const status = view.check(q);
+  if (status === 'clear') return undefined;
+  if (status === 'stale') return { status: 403, code: 'ERR_ENFORCE_REVOCATION_STALE', reason: `the revocation stream has not been heard from within ${maxStalenessMs} ms` };
+  return { status: 401, code: 'ERR_ENFORCE_CREDENTIAL_REVOKED', reason: 'the caller\'s credential or identity has been revoked' };
+}
 
 /** The request to decide, as any front end sees it. */
 export interface HttpCheck {
@@ -70,6 +106,13 @@ export interface HttpAuthorizerOptions {
   readonly contextHeaders?: readonly string[];
   /** The realm of the `WWW-Authenticate` challenge (default `writ`). */
   readonly realm?: string;
+  /**
+   * The revocation stream this authorizer follows (`writ ext-authz` sets it
+   * unless `--no-revocations`): a revoked caller is refused, and every caller
+   * once the stream has been silent past `maxStalenessMs`. Feed the stream's
+   * events to {@link HttpAuthorizer.onRevocation}.
+   */
+  readonly revocations?: { readonly view: RevocationView; readonly maxStalenessMs: number };
 }
 
 const NEVER_IN_CONTEXT = new Set(['authorization', 'cookie', 'proxy-authorization', 'x-writ-client-cert']);
@@ -184,6 +227,11 @@ export class HttpAuthorizer {
       }
       return this.#unauthenticated(e.code as EnforcementErrorCode, (e as WritError).message, correlationId);
     }
+    const rv = this.#o.revocations;
+    // SVID callers are named by their SPIFFE ID alone (no token id or lease): a `subject-revoked` reaches them.
+    const revoked = rv === undefined ? undefined : revocationDenial(rv.view, { subject: caller.spiffeId }, rv.maxStalenessMs);
+    if (revoked?.status === 401) return { ...this.#unauthenticated(revoked.code, revoked.reason, correlationId, 'revoked'), caller };
+    if (revoked !== undefined) return { allow: false, status: revoked.status, code: revoked.code, reason: revoked.reason, decisionId: correlationId, caller };
     const access = this.accessRequest(req, caller);
     if (access === undefined) {
       return { allow: false, status: 403, code: 'ERR_ENFORCE_REQUEST_INVALID', reason: `request \`${req.method.slice(0, 16)} ${req.path.slice(0, 128)}\` cannot be mapped to a resource`, decisionId: correlationId, caller };
@@ -199,10 +247,31 @@ export class HttpAuthorizer {
     };
   }
 
-  #unauthenticated(code: EnforcementErrorCode, reason: string, decisionId: string): CheckDenied {
+  /**
+   * An event of the revocation stream: drop the decisions cached about it (a
+   * revoked subject's; all of them on `policy-changed` or a `signal`, which may
+   * change any decision) and the verified tokens of a revoked subject. Only a
+   * {@link CachingPdp} holds decisions.
+   *
+   * @example
+   * new RevocationStreamClient({ url, token, clock, stalenessMs: 30_000, onEvent: (e) => authorizer.onRevocation(e) }).start();
+   */
+  onRevocation(e: RevocationEvent): void {
+    const pdp = this.#o.pdp;
+    if (e.kind === 'policy-changed' || e.kind === 'signal') {
+      if (pdp instanceof CachingPdp) pdp.invalidate();
+      return;
+    }
+    const subject = e.kind === 'subject-revoked' ? e.subject : undefined;
+    if (subject === undefined) return;
+    if (pdp instanceof CachingPdp) pdp.invalidate((r) => r.subject.id === subject);
+    for (const [k, t] of this.#tokens) if (t.caller.spiffeId === subject) this.#tokens.delete(k);
+  }
+
+  #unauthenticated(code: EnforcementErrorCode, reason: string, decisionId: string, description?: string): CheckDenied {
     const realm = this.#o.realm ?? 'writ';
     // RFC 6750 §3: no error attribute when the request had no credential; invalid_token otherwise.
-    const challenge = code === 'ERR_ENFORCE_UNAUTHENTICATED' ? `Bearer realm="${realm}"` : `Bearer realm="${realm}", error="invalid_token"`;
+    const challenge = code === 'ERR_ENFORCE_UNAUTHENTICATED' ? `Bearer realm="${realm}"` : `Bearer realm="${realm}", error="invalid_token"${description === undefined ? '' : `, error_description="${description}"`}`;
     return { allow: false, status: 401, code, reason, decisionId, wwwAuthenticate: challenge };
   }
 }

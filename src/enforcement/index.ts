@@ -15,8 +15,8 @@ export { SyncedLocalPdp, parsePolicyBundle } from './local-pdp.ts';
 export type { PolicyBundle, BundleRefresh, SyncedLocalPdpOptions } from './local-pdp.ts';
 export { StaticBundleSource, ServerBundleSource, bearerToken, authenticateJwtSvid, authenticateX509Svid, authenticateTlsVerifiedLeaf, decodeForwardedCertificate } from './caller.ts';
 export type { BundleSource, ServerBundleSourceOptions, CallerIdentity } from './caller.ts';
-export { HttpAuthorizer, normalizePath, denyBody } from './authorizer.ts';
-export type { HttpCheck, CheckAllowed, CheckDenied, CheckResult, HttpAuthorizerOptions } from './authorizer.ts';
+export { HttpAuthorizer, normalizePath, denyBody, revocationDenial } from './authorizer.ts';
+export type { HttpCheck, CheckAllowed, CheckDenied, CheckResult, HttpAuthorizerOptions, RevocationView, RevocationDenial } from './authorizer.ts';
 export {
   ENVOY_PROTO_ROOT,
   EXT_AUTHZ_PROTO,
@@ -35,7 +35,7 @@ export {
 } from './ext-authz.ts';
 export type { DecisionLogLine, ExtAuthzOptions, HttpModeOptions } from './ext-authz.ts';
 export { IdentityProxy } from './proxy.ts';
-export type { IdentityProxyOptions, ProxyTlsMaterial, RevocationView } from './proxy.ts';
+export type { IdentityProxyOptions, ProxyTlsMaterial } from './proxy.ts';
 export { parseProxyConfig, compilePathTemplate, matchPath, AUTH_MODES, PDP_MODES } from './proxy-config.ts';
 export type { ProxyConfig, RouteConfig, UpstreamConfig, InjectConfig, InjectPlacement, ProxyTlsConfig, ServingSvidSource, AuthMode, PathTemplate, PdpMode } from './proxy-config.ts';
 export { ProxyAuthenticator, WritAuthorizationServer, DPOP_CHALLENGE_ALGS } from './proxy-auth.ts';

@@ -23,8 +23,9 @@ import type { Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { AuditSink, Clock } from '../kernel/index.ts';
-import type { RevocationEvent, RevocationQuery, RevocationStatus } from '../signals/index.ts';
-import { normalizePath } from './authorizer.ts';
+import type { RevocationEvent } from '../signals/index.ts';
+import { normalizePath, revocationDenial } from './authorizer.ts';
+import type { RevocationView } from './authorizer.ts';
 import { challengeText } from './challenge.ts';
 import type { EnforcementErrorCode } from './errors.ts';
 import type { PdpClient, PdpDecision, AccessRequest } from './pdp-client.ts';
@@ -38,12 +39,6 @@ import type { CredentialInjector } from './proxy-inject.ts';
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'proxy-authenticate', 'proxy-authorization']);
 /** Inbound credentials and identity headers a caller could forge: never forwarded. */
 const STRIP_INBOUND = new Set(['authorization', 'dpop', 'x-writ-spiffe-id', 'x-writ-decision-id', 'x-writ-client-cert', 'x-forwarded-for', 'x-forwarded-host', 'x-forwarded-proto']);
-
-/** What the proxy needs from the revocation stream (`RevocationStreamClient`). */
-export interface RevocationView {
-  check(q: RevocationQuery): RevocationStatus;
-  staleness(): number;
-}
 
 /** The TLS material of the listener: the serving SVID and the trust bundle's CAs. */
 export interface ProxyTlsMaterial {
@@ -382,13 +377,9 @@ export class IdentityProxy {
     // 3. revoked?
     const rv = this.#o.revocations;
     if (rv !== undefined) {
-      const status = rv.check({ subject: caller.spiffeId, ...(caller.tokenId === undefined ? {} : { tokenId: caller.tokenId, leaseId: caller.tokenId }) });
-      if (status === 'stale') {
-        this.#deny(req, res, route, caller, { status: 403, code: 'ERR_ENFORCE_REVOCATION_STALE', reason: `the revocation stream has not been heard from within ${cfg.revocationMaxStalenessMs} ms` }, correlationId, started);
-        return;
-      }
-      if (status !== 'clear') {
-        this.#deny(req, res, route, caller, { status: 401, code: 'ERR_ENFORCE_CREDENTIAL_REVOKED', reason: 'the caller\'s credential or identity has been revoked', challenge: `${caller.method === 'access-token' && caller.senderConstrained ? 'DPoP' : 'Bearer'} realm="writ", error="invalid_token", error_description="revoked"` }, correlationId, started);
+      const d = revocationDenial(rv, { subject: caller.spiffeId, ...(caller.tokenId === undefined ? {} : { tokenId: caller.tokenId, leaseId: caller.tokenId }) }, cfg.revocationMaxStalenessMs);
+      if (d !== undefined) {
+        this.#deny(req, res, route, caller, d.status === 403 ? d : { ...d, challenge: `${caller.method === 'access-token' && caller.senderConstrained ? 'DPoP' : 'Bearer'} realm="writ", error="invalid_token", error_description="revoked"` }, correlationId, started);
         return;
       }
     }

@@ -33,7 +33,7 @@ export interface RevocationStreamClientOptions {
    * (`POST /v1/revocations/ack`) with whether its own check now denies.
    */
   readonly pep?: string;
-  /** Connection trouble (the client keeps trying). */
+  /** Connection trouble (the client keeps trying); an error for a refused connection has the HTTP `status`. */
   readonly onError?: (err: unknown) => void;
 }
 
@@ -206,7 +206,8 @@ export class RevocationStreamClient {
       const res = await fetch(`${this.#o.url.replace(/\/+$/, '')}/v1/revocations/stream${this.#o.pep === undefined ? '' : `?pep=${encodeURIComponent(this.#o.pep)}`}`, { headers, signal: abort.signal });
       if (res.status !== 200 || res.body === null) {
         await res.body?.cancel().catch(() => undefined);
-        throw new Error(`revocation stream answered ${res.status}`);
+        // The status goes with the error: 401/403 mean the credential is refused (not `pep`), not an outage.
+        throw Object.assign(new Error(`revocation stream answered ${res.status}`), { status: res.status });
       }
       this.connects += 1;
       this.#connected = true;

@@ -9,16 +9,9 @@ import assert from 'node:assert/strict';
 import { cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ALLOWED, DENIED, POLICIES, spawnExtAuthz, startWrit, until } from './support.ts';
+import { ALLOWED, DENIED, OTHER_READS_HELLO, POLICIES, authRequest, spawnExtAuthz, startWrit, until } from './support.ts';
 import type { ExtAuthzProcess, Writ } from './support.ts';
 import { freePort } from '../agent/process-support.ts';
-
-/** One nginx-style auth_request subrequest: the original method and URI in headers. */
-async function authRequest(port: number | undefined, method: string, uri: string, token: string): Promise<{ status: number; headers: Headers; body: { code?: string; message?: string } }> {
-  const res = await fetch(`http://127.0.0.1:${port}/_writ_authz`, { headers: { 'x-original-method': method, 'x-original-uri': uri, 'x-forwarded-host': 'hello.test', authorization: `Bearer ${token}` } });
-  const text = await res.text();
-  return { status: res.status, headers: res.headers, body: text === '' ? {} : (JSON.parse(text) as { code?: string; message?: string }) };
-}
 
 interface AuditLine {
   action?: string;
@@ -99,12 +92,7 @@ describe('writ ext-authz --pdp-mode local', () => {
 
   it('a policy change on the server reaches the local authorizer through the revocation stream, before its 30 s poll', async () => {
     assert.equal((await authRequest(local.httpPort, 'GET', '/hello', denied)).status, 403);
-    writeFileSync(join(dir, 'policies', 'other.cedar'), [
-      '@id("other-client-reads-hello")',
-      'permit (principal == Writ::Workload::"spiffe://writ.local/other-client", action == Writ::Action::"http:GET", resource in Writ::Service::"hello")',
-      'when { context has http && context.http.path == "/hello" };',
-      '',
-    ].join('\n'));
+    writeFileSync(join(dir, 'policies', 'other.cedar'), OTHER_READS_HELLO);
     const reload = await w.s.call('POST', '/admin/v1/policy/reload');
     assert.equal(reload.status, 200, reload.text);
     const next = reload.json.activeVersion as string;

@@ -106,7 +106,8 @@ describe('fail closed', () => {
     const dir = mkdtempSync(join(tmpdir(), 'writ-fc-'));
     const tokenFile = join(dir, 'pep.token');
     writeFileSync(tokenFile, 'wat_not-a-real-credential', { mode: 0o600 });
-    const p = await spawnExtAuthz(w.s.url, tokenFile, [], { grpc: true });
+    // Without the revocation stream (which refuses the credential too: every request would be ERR_ENFORCE_REVOCATION_STALE), the PDP's refusal shows.
+    const p = await spawnExtAuthz(w.s.url, tokenFile, ['--no-revocations'], { grpc: true });
     try {
       assert.ok(p.grpcPort !== undefined);
       const res = await check(p.grpcPort, await w.jwt(ALLOWED));

@@ -23,7 +23,7 @@ import { Registry } from 'prom-client';
 import { ManualClock, Secret, systemClock } from '../../src/kernel/index.ts';
 import { compilePolicySet, recordingAuditSink } from '../../src/policy/index.ts';
 import { IdentityProxy, ProxyAuthenticator, ServerBundleSource, SyncedLocalPdp, parseProxyConfig } from '../../src/enforcement/index.ts';
-import { ALLOWED, DENIED, POLICIES, WRIT, startWrit, until, listen } from './support.ts';
+import { ALLOWED, DENIED, OTHER_READS_HELLO, POLICIES, WRIT, startWrit, until, listen } from './support.ts';
 import type { Writ } from './support.ts';
 
 const AUD = 'writ-ext-authz';
@@ -187,12 +187,7 @@ describe('writ proxy with pdp.mode local', () => {
     assert.equal((await polling.start()).outcome, 'updated');
     const other = await w.jwt(DENIED, AUD);
     assert.equal((await call(local.port, '/hello', { authorization: `Bearer ${other}` })).status, 403);
-    writeFileSync(join(dir, 'policies', 'other.cedar'), [
-      '@id("other-client-reads-hello")',
-      'permit (principal == Writ::Workload::"spiffe://writ.local/other-client", action == Writ::Action::"http:GET", resource in Writ::Service::"hello")',
-      'when { context has http && context.http.path == "/hello" };',
-      '',
-    ].join('\n'));
+    writeFileSync(join(dir, 'policies', 'other.cedar'), OTHER_READS_HELLO);
     const reload = await w.s.call('POST', '/admin/v1/policy/reload');
     assert.equal(reload.status, 200, reload.text);
     const next = reload.json.activeVersion as string;

@@ -132,6 +132,28 @@ export async function spawnExtAuthz(server: string, tokenFile: string, extra: st
   };
 }
 
+/** A Cedar policy letting `other-client` (DENIED by the fixture policy) GET the hello service's /hello. */
+export const OTHER_READS_HELLO = [
+  '@id("other-client-reads-hello")',
+  'permit (principal == Writ::Workload::"spiffe://writ.local/other-client", action == Writ::Action::"http:GET", resource in Writ::Service::"hello")',
+  'when { context has http && context.http.path == "/hello" };',
+  '',
+].join('\n');
+
+/** An answer of the HTTP-mode authorizer: status, headers and the JSON deny body (empty on allow). */
+export interface AuthAnswer {
+  status: number;
+  headers: Headers;
+  body: { code?: string; message?: string };
+}
+
+/** One nginx-style auth_request subrequest to the HTTP-mode authorizer: the original method and URI in headers. */
+export async function authRequest(port: number | undefined, method: string, uri: string, token: string): Promise<AuthAnswer> {
+  const res = await fetch(`http://127.0.0.1:${port}/_writ_authz`, { headers: { 'x-original-method': method, 'x-original-uri': uri, 'x-forwarded-host': 'hello.test', authorization: `Bearer ${token}` } });
+  const text = await res.text();
+  return { status: res.status, headers: res.headers, body: text === '' ? {} : (JSON.parse(text) as AuthAnswer['body']) };
+}
+
 /** Poll `f` until it answers (not `undefined`); a bound on waiting, not on speed. */
 export async function until<T>(what: string, f: () => Promise<T | undefined>, ms = 60_000): Promise<T> {
   const end = Date.now() + ms;
