@@ -317,8 +317,32 @@ async function assertSessionClosedAndTokenRefused(gw: RunningGateway, provider: 
   const init = { jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'curl', version: '0' } } };
   const res = await fetch(gw.url, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', authorization: `Bearer ${provider.tokens()?.access_token ?? ''}` }, body: JSON.stringify(init) });
   assert.equal(res.status, 401);
-  assert.equal(((await res.json()) as { error_description: string }).error_description, 'access token was revoked');
+  assert.deepEqual(await res.json(), { error: 'invalid_token', error_description: 'access token was revoked', code: 'ERR_ENFORCE_CREDENTIAL_REVOKED' });
 }
+
+test('a gateway whose revocation stream has not vouched for the present refuses every call: 503, ERR_ENFORCE_REVOCATION_STALE', async () => {
+  // Never started: it has heard nothing, so it cannot say the caller is not revoked.
+  const silent = new RevocationStreamClient({ url: ts.url, token: pep, clock: systemClock, stalenessMs: 1000 });
+  const gw = await startGateway({ revocations: silent });
+  try {
+    const r = await fetch(`${ts.url}/oauth2/token`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ grant_type: TOKEN_EXCHANGE, subject_token: await svid(ts, OWNER), subject_token_type: TT_JWT, actor_token: await svid(ts, AGENT), actor_token_type: TT_JWT, resource: gw.url }),
+    });
+    assert.equal(r.status, 200);
+    const token = ((await r.json()) as { access_token: string }).access_token;
+    const init = { jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'curl', version: '0' } } };
+    const before = upstream.calls.length;
+    const res = await fetch(gw.url, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', authorization: `Bearer ${token}` }, body: JSON.stringify(init) });
+    assert.equal(res.status, 503);
+    assert.equal(res.headers.get('retry-after'), '5');
+    assert.deepEqual(await res.json(), { jsonrpc: '2.0', id: null, error: { code: MCP_INTERNAL, message: 'revocation state is unknown (stream stale): refused', data: { code: 'ERR_ENFORCE_REVOCATION_STALE' } } });
+    assert.equal(upstream.calls.length, before);
+  } finally {
+    await gw.stop();
+  }
+});
 
 test('a subject revoked on Writ\'s revocation stream loses its sessions and its token', async () => {
   await withFollowingGateway(async ({ gw, provider, open, deadline }) => {

@@ -348,18 +348,19 @@ export class McpGateway {
     const revokedUntil = this.#revoked.get(who.jti);
     if (revokedUntil !== undefined) {
       req.resume();
-      return this.#unauthorized(res, enforcementErrors.error('ERR_ENFORCE_CREDENTIAL_INVALID', 'access token was revoked'));
+      return this.#unauthorized(res, enforcementErrors.error('ERR_ENFORCE_CREDENTIAL_REVOKED', 'access token was revoked'));
     }
     const state = this.#revocationState(who);
     if (state === 'stale') {
       req.resume();
-      return sendJson(res, 503, rpcError(null, MCP_INTERNAL, 'revocation state is unknown (stream stale): refused', { code: 'ERR_ENFORCE_PDP_UNAVAILABLE' }), { 'retry-after': '5' });
+      // The same code as the proxy and ext-authz; a temporary condition for an MCP client, hence 503.
+      return sendJson(res, 503, rpcError(null, MCP_INTERNAL, 'revocation state is unknown (stream stale): refused', { code: 'ERR_ENFORCE_REVOCATION_STALE' }), { 'retry-after': '5' });
     }
     if (state === 'revoked') {
       req.resume();
       this.#revoked.set(who.jti, who.expiresAt.getTime());
       await this.closeSessionsFor(who.agent);
-      return this.#unauthorized(res, enforcementErrors.error('ERR_ENFORCE_CREDENTIAL_INVALID', 'access token was revoked'));
+      return this.#unauthorized(res, enforcementErrors.error('ERR_ENFORCE_CREDENTIAL_REVOKED', 'access token was revoked'));
     }
 
     // 2. The session, when one is named, must be live and the caller's own.
@@ -432,8 +433,8 @@ export class McpGateway {
   }
 
   #unauthorized(res: ServerResponse, e: unknown): void {
-    const code: EnforcementErrorCode = enforcementErrors.is(e, 'ERR_ENFORCE_UNAUTHENTICATED', 'ERR_ENFORCE_DPOP_INVALID') ? e.code as EnforcementErrorCode : 'ERR_ENFORCE_CREDENTIAL_INVALID';
-    const message = enforcementErrors.is(e, 'ERR_ENFORCE_UNAUTHENTICATED', 'ERR_ENFORCE_CREDENTIAL_INVALID', 'ERR_ENFORCE_DPOP_INVALID') ? (e as WritError).message : 'access token could not be validated';
+    const code: EnforcementErrorCode = enforcementErrors.is(e, 'ERR_ENFORCE_UNAUTHENTICATED', 'ERR_ENFORCE_DPOP_INVALID', 'ERR_ENFORCE_CREDENTIAL_REVOKED') ? e.code as EnforcementErrorCode : 'ERR_ENFORCE_CREDENTIAL_INVALID';
+    const message = enforcementErrors.is(e, 'ERR_ENFORCE_UNAUTHENTICATED', 'ERR_ENFORCE_CREDENTIAL_INVALID', 'ERR_ENFORCE_DPOP_INVALID', 'ERR_ENFORCE_CREDENTIAL_REVOKED') ? (e as WritError).message : 'access token could not be validated';
     // RFC 9449 §7.1: a DPoP problem is answered under the DPoP scheme, with `invalid_dpop_proof` when the proof is at fault.
     const dpopError = code === 'ERR_ENFORCE_DPOP_INVALID' ? ((e as WritError).reasons[0] === 'invalid-dpop-proof' ? 'invalid_dpop_proof' : 'invalid_token') : undefined;
     const error = code === 'ERR_ENFORCE_UNAUTHENTICATED' ? undefined : dpopError ?? 'invalid_token';
