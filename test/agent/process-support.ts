@@ -9,9 +9,10 @@ import { fileURLToPath } from 'node:url';
 export const WRIT = fileURLToPath(new URL('../../bin/writ.js', import.meta.url));
 
 /** Run `writ args…` with only PATH in its environment (optionally as another uid/gid). */
-export function writ(args: string[], ids: { uid?: number; gid?: number } = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+export function writ(args: string[], o: { uid?: number; gid?: number; env?: Record<string, string> } = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const { env, ...ids } = o;
   return new Promise((resolve) => {
-    const cp = spawn(process.execPath, [WRIT, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { PATH: process.env.PATH ?? '/usr/bin:/bin' }, ...ids });
+    const cp = spawn(process.execPath, [WRIT, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env }, ...ids });
     let stdout = '';
     let stderr = '';
     cp.stdout.on('data', (d: Buffer) => (stdout += d.toString()));

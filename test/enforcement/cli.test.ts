@@ -1,21 +1,13 @@
 // `writ ext-authz` and `writ proxy` usage (`writ mcp-gateway`'s is in mcp-gateway-cli.test.ts): --help, usage errors exit 2 with one line.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { WRIT } from './support.ts';
+import { writ as writProcess } from '../agent/process-support.ts';
 
-function writ(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const cp = spawn(process.execPath, [WRIT, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env } });
-    let stdout = '';
-    let stderr = '';
-    cp.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    cp.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    cp.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
+function writ(args: string[], env: Record<string, string> = {}): ReturnType<typeof writProcess> {
+  return writProcess(args, { env });
 }
 
 describe('enforcement CLI usage', () => {

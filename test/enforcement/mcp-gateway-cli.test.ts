@@ -5,7 +5,6 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,19 +12,12 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { McpError } from '@modelcontextprotocol/sdk/types.js';
 import type { TestServer } from '../support/server.ts';
-import { WRIT } from './support.ts';
+import { writ as writProcess } from '../agent/process-support.ts';
 import { AGENT, AgentTokenProvider, OWNER, spawnGateway, startGatewayWrit, startTask, startUpstream } from './mcp-support.ts';
 import type { GatewayProcess, UpstreamMcp } from './mcp-support.ts';
 
-function writ(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const cp = spawn(process.execPath, [WRIT, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env } });
-    let stdout = '';
-    let stderr = '';
-    cp.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    cp.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    cp.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
+function writ(args: string[], env: Record<string, string> = {}): ReturnType<typeof writProcess> {
+  return writProcess(args, { env });
 }
 
 describe('writ mcp-gateway usage', () => {
