@@ -191,7 +191,11 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
 
   // Refusals of callers with no valid credential are audited within a per-source budget; the
   // rest are counted into `api.refusals.suppressed` events (see refusal-limiter.ts).
-  const refusals = new RefusalAuditLimiter({ burst: config['audit.anonymousRefusalBurst'], perMinute: config['audit.anonymousRefusalsPerMinute'] }, audit, systemClock);
+  const refusals = new RefusalAuditLimiter({
+    burst: config['audit.anonymousRefusalBurst'],
+    perMinute: config['audit.anonymousRefusalsPerMinute'],
+    onError: (err) => app.log.error({ err }, 'could not audit the suppressed refusal counts; kept for the next try'),
+  }, audit, systemClock);
   metrics.registerRefusalsSuppressed(() => refusals.suppressedTotal);
   app.addHook('onClose', async () => {
     await refusals.close().catch((err: unknown) => app.log.error({ err }, 'could not audit the suppressed refusal counts'));

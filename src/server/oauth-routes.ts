@@ -181,8 +181,8 @@ export async function registerOAuthRoutes(app: FastifyInstance, oauth: ServedOAu
       if (status >= 500) req.log.error({ err: e.cause ?? e, code: e.code }, 'oauth request failed');
       else req.log.info({ code: e.code, error, reasons: e.reasons }, 'oauth request refused');
       const trace = traces.get(req);
-      // A refusal of a caller that named neither a client nor a subject is audited within its source's budget.
-      const anonymous = trace !== undefined && trace.subject === undefined && trace.clientId === undefined;
+      // A refusal of a caller that proved nothing (a claimed `client_id` proves nothing) is audited within its source's budget.
+      const anonymous = trace !== undefined && trace.authenticated !== true;
       if (trace !== undefined && (!anonymous || refusals === undefined || refusals.admit(req.ip, 'oauth'))) {
         await audit.append({
           action: 'token.refused',

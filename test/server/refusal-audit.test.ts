@@ -23,9 +23,9 @@ describe('audit of anonymous refusals', () => {
           assert.equal(r.status, 401, 'every refusal is still answered');
           assert.equal(r.json.code, 'ERR_GOV_UNAUTHENTICATED');
         }
-        // Anonymous token requests share the source's budget, already spent.
+        // Anonymous token requests share the source's budget, already spent; naming a `client_id` without proof does not make a caller known.
         for (let i = 0; i < 10; i++) {
-          const r = await s.call('POST', '/oauth2/token', { token: null, rawBody: 'grant_type=client_credentials', headers: { 'content-type': 'application/x-www-form-urlencoded' } });
+          const r = await s.call('POST', '/oauth2/token', { token: null, rawBody: i % 2 === 0 ? 'grant_type=client_credentials' : `grant_type=client_credentials&client_id=claimed-${i}`, headers: { 'content-type': 'application/x-www-form-urlencoded' } });
           assert.equal(r.status, 401, r.text);
         }
         // An authenticated caller, refused or not, is always audited.

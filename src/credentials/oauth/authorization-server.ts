@@ -179,7 +179,10 @@ interface IssueInput {
 /** Details collected while serving one request, for its audit event. */
 export interface GrantTrace {
   grantType?: string;
+  /** The client the request named (authenticated or only claimed: see `authenticated`). */
   clientId?: string;
+  /** True once the client proved who it is, or a subject token or assertion was verified. */
+  authenticated?: boolean;
   subject?: string;
   audience?: readonly string[];
   scope?: string;
@@ -434,7 +437,11 @@ export class AuthorizationServer {
     const grantType = p.required('grant_type');
     trace.grantType = grantType;
     const client = await this.authenticateClient(p, this.#endpointFor(req, 'token'), req.clientCertSpiffeId);
-    if (client !== undefined) trace.clientId = client.clientId;
+    if (client !== undefined) {
+      trace.clientId = client.clientId;
+      // A `client_id` with no proof (`none`) names a client; it does not authenticate one.
+      if (client.method !== 'none') trace.authenticated = true;
+    }
     if (client?.registered !== undefined && !client.registered.grantTypes.includes(grantType) && (Object.values(GRANT_TYPES) as string[]).includes(grantType)) {
       throw oauthErrors.error('ERR_OAUTH_UNAUTHORIZED_CLIENT', `client is not registered for grant type \`${grantType}\``);
     }
@@ -528,6 +535,7 @@ export class AuthorizationServer {
     trace.audience = audiences;
     const subject = await this.#subjectFrom(subjectToken, subjectType, req);
     trace.subject = subject.id;
+    trace.authenticated = true;
 
     let act = subject.act;
     if (actorToken !== undefined) {
@@ -611,6 +619,7 @@ export class AuthorizationServer {
     const svid = await this.#validateSvid(p.required('assertion'), 'assertion');
     const subject = svid.spiffeId.toString();
     trace.subject = subject;
+    trace.authenticated = true;
     const scope = parseScope(p.one('scope'));
     const audiences = this.#audiences(p);
     trace.audience = audiences;
