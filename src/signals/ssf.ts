@@ -118,12 +118,21 @@ export class SetSigner {
     }
     const current = stored[stored.length - 1];
     if (current === undefined) throw new Error('no SET signing key could be stored');
-    const privateJwk = JSON.parse(sealer.open(current.privateSealed, setKeySecretContext(current.kid)).reveal()) as JWK;
+    let privateJwk: JWK;
+    try {
+      privateJwk = JSON.parse(sealer.open(current.privateSealed, setKeySecretContext(current.kid)).reveal()) as JWK;
+    } catch (e) {
+      // The unwrap error says why (another KEK, a tampered row); a parse error could quote key material, so it is not passed on.
+      if (e instanceof SyntaxError) throw new Error(`the stored SET signing key \`${current.kid}\` is not a JWK`);
+      throw e;
+    }
     const key = await importJWK(privateJwk, 'RS256');
-    if (key instanceof Uint8Array) throw new Error('the stored SET signing key is not an RSA key');
-    const publicJwk = JSON.parse(current.publicJwk) as JWK;
+    if (key instanceof Uint8Array || privateJwk.kty !== 'RSA') throw new Error(`the stored SET signing key \`${current.kid}\` is not an RSA key`);
+    // The published key is derived from the sealed private one, not read from the clear column,
+    // so a changed row cannot make receivers trust a key Writ does not sign with.
+    const publicJwk: JWK = { kty: 'RSA', n: privateJwk.n, e: privateJwk.e, kid: current.kid, alg: 'RS256', use: 'sig' };
     const signer = new SetSigner(current.kid, key, publicJwk);
-    signer.#published = stored.map((r) => JSON.parse(r.publicJwk) as JWK);
+    signer.#published = [...stored.slice(0, -1).map((r) => JSON.parse(r.publicJwk) as JWK), publicJwk];
     return signer;
   }
 

@@ -124,6 +124,11 @@ export function storeConformance(name: string, factory: StoreFactory): void {
         const set = await a.sign({ iss: 'https://writ.example', aud: 'https://rx.example', jti: 'j1', iat: 1, txn: 't1', sub_id: { format: 'opaque', id: 'x' }, events: {} });
         const { payload } = await jwtVerify(set, createLocalJWKSet(b.jwks()), { typ: 'secevent+jwt' });
         assert.equal(payload.jti, 'j1');
+        // A changed public column does not change what is published: that is derived from the sealed private key.
+        await store.db.updateTable('ssf_set_keys').set({ public_jwk: JSON.stringify({ kty: 'RSA', n: 'AQAB', e: 'AQAB', kid: a.kid }) }).execute();
+        const reloaded = await SetSigner.load(store.ssf, sealer, systemClock);
+        assert.deepEqual(reloaded.jwks(), a.jwks());
+        assert.equal((await jwtVerify(await reloaded.sign({ iss: 'https://writ.example', aud: 'https://rx.example', jti: 'j2', iat: 1, txn: 't2', sub_id: { format: 'opaque', id: 'x' }, events: {} }), createLocalJWKSet(reloaded.jwks()), { typ: 'secevent+jwt' })).payload.jti, 'j2');
         // Another KEK cannot open it: loading fails closed instead of making a key receivers do not know.
         await assert.rejects(SetSigner.load(store.ssf, kekSealer(new KeyEncryptionKey(randomBytes(32))), systemClock), { code: 'ERR_IDENTITY_KEY_UNWRAP_FAILED' });
       } finally {
