@@ -53,6 +53,16 @@ function dataFolderText(dataDir: string): string {
     .join('\n');
 }
 
+/**
+ * The sealed value with one bit of its last byte (the GCM tag) flipped. Editing base64 text
+ * instead can touch only padding bits, and then the bytes, and the decryption, do not change.
+ */
+function flipLastByte(b64url: string): string {
+  const bytes = Buffer.from(b64url, 'base64url');
+  bytes[bytes.length - 1] = (bytes[bytes.length - 1] ?? 0) ^ 1;
+  return bytes.toString('base64url');
+}
+
 async function until(what: string, pred: () => boolean, ms = 15_000): Promise<void> {
   const end = Date.now() + ms;
   while (!pred()) {
@@ -68,7 +78,7 @@ test('the sealer: another KEK, a tampered value, another stream id and not-a-sea
   assert.doesNotMatch(sealed, new RegExp(SECRET.slice(7)));
   assert.equal(sealer.open(sealed, ssfStreamSecretContext('st_a')).reveal(), SECRET);
   const w = JSON.parse(sealed) as { ciphertext: string };
-  const flipped = `${w.ciphertext.slice(0, -2)}${w.ciphertext.endsWith('AA') ? 'AB' : 'AA'}`;
+  const flipped = flipLastByte(w.ciphertext);
   const attempts: [string, () => unknown, RegExp][] = [
     ['another KEK', () => kekSealer(new KeyEncryptionKey(randomBytes(32))).open(sealed, ssfStreamSecretContext('st_a')), /^key `writ\/signals\/ssf-stream\/st_a` was wrapped by another key-encryption key \(`[0-9a-f]{16}`\)$/],
     ['tampered', () => sealer.open(JSON.stringify({ ...w, ciphertext: flipped }), ssfStreamSecretContext('st_a')), /^key `writ\/signals\/ssf-stream\/st_a` could not be decrypted$/],
@@ -140,7 +150,7 @@ test('SQLite server: stored sealed, pushed with the header; a plain-text row of 
     // Stream `a`'s sealed value tampered with: its push fails closed; `b` is unaffected.
     withDb(dataDir, (db) => {
       const w = JSON.parse(row(dataDir, a).authorization_sealed ?? '{}') as { ciphertext: string };
-      const ciphertext = `${w.ciphertext.slice(0, -2)}${w.ciphertext.endsWith('AA') ? 'AB' : 'AA'}`;
+      const ciphertext = flipLastByte(w.ciphertext);
       db.prepare('update ssf_streams set authorization_sealed = ? where stream_id = ?').run(JSON.stringify({ ...w, ciphertext }), a);
     });
     got.length = 0;
